@@ -1,0 +1,206 @@
+"""The one LLM factory, and the calls every agent makes through it.
+
+`get_chat_model(role)` returns a `ChatOpenAI` for any OpenAI-compatible
+endpoint (OpenAI, vLLM, Ollama, llama.cpp), or for the embedded local model
+when no endpoint is configured. `invoke_text` and `invoke_structured` add the
+shared retries, limits and (for structured output) validation with re-asking.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, ValidationError
+
+from synthgraph.agents.local_model import local_endpoint
+from synthgraph.agents.resilience import call_with_retries
+from synthgraph.prompts import fill, load_prompt
+from synthgraph.tools.settings import Role, Settings, StructuredMethod, get_settings
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+MessageLike = BaseMessage | tuple[str, str]
+
+
+class StructuredOutputError(ValueError):
+    """The model's reply never validated against the schema; `raw` is its last text."""
+
+    def __init__(self, message: str, raw: str | None, errors: list[str]) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.errors = errors
+
+
+def get_chat_model(
+    role: Role = "generator",
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    settings: Settings | None = None,
+    **kwargs: Any,
+) -> ChatOpenAI:
+    """A chat model for a role. No endpoint configured: the embedded local model."""
+    settings = settings or get_settings()
+    base_url = settings.base_url_for(role)
+    if base_url is None:
+        endpoint = local_endpoint(settings=settings)
+        base_url, model, api_key = endpoint.base_url, endpoint.model, "local"
+    else:
+        model = settings.model_for(role)
+        api_key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
+    return ChatOpenAI(
+        model=model,
+        base_url=base_url,
+        api_key=api_key,  # type: ignore[arg-type]
+        temperature=settings.temperature if temperature is None else temperature,
+        max_completion_tokens=max_tokens or settings.max_tokens,
+        timeout=settings.timeout,
+        max_retries=0,  # retries are ours: see synthgraph.agents.resilience
+        **kwargs,
+    )
+
+
+def structured_method(settings: Settings | None = None) -> StructuredMethod:
+    """json_schema for remote endpoints; json_mode for llama.cpp, which rejects json_schema."""
+    settings = settings or get_settings()
+    if settings.structured_method != "auto":
+        return settings.structured_method
+    return "json_mode" if settings.embedded else "json_schema"
+
+
+def as_messages(messages: Sequence[MessageLike]) -> list[BaseMessage]:
+    converted: list[BaseMessage] = []
+    for message in messages:
+        if isinstance(message, BaseMessage):
+            converted.append(message)
+            continue
+        role, text = message
+        kind = {"system": SystemMessage, "user": HumanMessage, "human": HumanMessage, "assistant": AIMessage}
+        converted.append(kind[role](content=text))
+    return converted
+
+
+def invoke_text(
+    messages: Sequence[MessageLike],
+    *,
+    role: Role = "generator",
+    record_id: str | None = None,
+    model: BaseChatModel | None = None,
+    **model_kwargs: Any,
+) -> AIMessage:
+    """One chat completion with the shared retries and limits."""
+    chat = model or get_chat_model(role, **model_kwargs)
+    reply = call_with_retries(
+        lambda: chat.invoke(as_messages(messages)), what=f"{role}.text", record_id=record_id
+    )
+    assert isinstance(reply, AIMessage)
+    return reply
+
+
+def invoke_structured(
+    schema: type[SchemaT],
+    messages: Sequence[MessageLike],
+    *,
+    role: Role = "generator",
+    record_id: str | None = None,
+    model: BaseChatModel | None = None,
+    method: StructuredMethod | None = None,
+    **model_kwargs: Any,
+) -> SchemaT:
+    """A validated `schema` instance from any endpoint.
+
+    Transport failures are retried by `call_with_retries`; a reply that is not
+    valid JSON or fails validation is re-asked (bounded by
+    `settings.structured_retries`) with the error shown to the model. Parsing
+    retries live here because LangGraph's default RetryPolicy skips ValueError.
+    """
+    settings = get_settings()
+    method = method or structured_method(settings)
+    chat = model or get_chat_model(role, **model_kwargs)
+    json_schema = schema.model_json_schema()
+    schema_text = json.dumps(json_schema, ensure_ascii=False)
+    conversation = as_messages(messages)
+    runnable: Any
+    if method == "json_mode":
+        # Tell the model the shape, and give llama.cpp the schema so its grammar
+        # constrains decoding to it (other json_mode servers ignore the field).
+        conversation = _with_json_instructions(conversation, schema_text)
+        runnable = chat.bind(response_format={"type": "json_object", "schema": json_schema})
+    else:
+        runnable = chat.with_structured_output(schema, method=method, include_raw=True)
+
+    errors: list[str] = []
+    raw: str | None = None
+    for _ in range(settings.structured_retries + 1):
+        reply = call_with_retries(
+            lambda asked=conversation: runnable.invoke(asked),
+            what=f"{role}.structured",
+            record_id=record_id,
+        )
+        parsed, raw, error = _parse(schema, reply)
+        if parsed is not None:
+            return parsed
+        errors.append(error)
+        conversation = [
+            *conversation,
+            AIMessage(content=raw or ""),
+            HumanMessage(content=fill(load_prompt("common/structured_retry.md"), error=error, schema=schema_text)),
+        ]
+    raise StructuredOutputError(
+        f"{schema.__name__}: no valid reply after {len(errors)} attempts ({errors[-1]})", raw, errors
+    )
+
+
+def _with_json_instructions(messages: list[BaseMessage], schema_text: str) -> list[BaseMessage]:
+    instructions = fill(load_prompt("common/json_instructions.md"), schema=schema_text)
+    if messages and isinstance(messages[0], SystemMessage):
+        first = SystemMessage(content=f"{messages[0].content}\n\n{instructions}")
+        return [first, *messages[1:]]
+    return [SystemMessage(content=instructions), *messages]
+
+
+def _parse(schema: type[SchemaT], reply: Any) -> tuple[SchemaT | None, str | None, str]:
+    """(object, raw text, error) from either a plain AIMessage or an include_raw dict."""
+    if isinstance(reply, dict):  # with_structured_output(include_raw=True)
+        raw_message = reply.get("raw")
+        raw = _raw_text(raw_message)
+        if reply.get("parsed") is not None:
+            parsed = reply["parsed"]
+            return (parsed if isinstance(parsed, schema) else schema.model_validate(parsed)), raw, ""
+        return None, raw, _describe(reply.get("parsing_error")) or "the reply held no parsable object"
+    raw = _raw_text(reply)
+    try:
+        return schema.model_validate_json(_strip_fences(raw or "")), raw, ""
+    except ValidationError as error:
+        return None, raw, _describe(error)
+
+
+def _raw_text(message: Any) -> str | None:
+    if message is None:
+        return None
+    content = getattr(message, "content", message)
+    if not content and getattr(message, "tool_calls", None):
+        return json.dumps(message.tool_calls[0].get("args", {}))
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _strip_fences(text: str) -> str:
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text.strip()
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in error.errors()[:5]
+        )
+    return f"{type(error).__name__}: {error}"

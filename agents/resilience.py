@@ -1,0 +1,146 @@
+"""Retries with backoff, one concurrency cap and one request-rate limiter.
+
+`ChatOpenAI` is built with `max_retries=0` so that this module is the only
+place that decides what is retried: timeouts, connection errors, 408/409/429
+(honouring `Retry-After`) and 5xx, with exponential backoff and jitter. The
+limits are shared by every agent in the process, so a fan-out of fifty
+`Send`s still respects the endpoint's capacity.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import TypeVar
+
+import httpx
+import openai
+
+from synthgraph.tools.log import get_logger
+from synthgraph.tools.settings import Settings, get_settings
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+_RETRY_STATUS = {408, 409, 429}
+
+
+class RateLimiter:
+    """At most `per_minute` acquisitions per rolling minute (evenly spaced)."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.interval = 60.0 / per_minute
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if wait > 0:
+            time.sleep(wait)
+
+
+class Limits:
+    """The process-wide concurrency cap and optional requests-per-minute limiter."""
+
+    def __init__(self, max_concurrency: int, requests_per_minute: float | None) -> None:
+        self.semaphore = threading.BoundedSemaphore(max(1, max_concurrency))
+        self.rate = RateLimiter(requests_per_minute) if requests_per_minute else None
+
+
+@lru_cache(maxsize=8)
+def _limits(max_concurrency: int, requests_per_minute: float | None) -> Limits:
+    return Limits(max_concurrency, requests_per_minute)
+
+
+def get_limits(settings: Settings | None = None) -> Limits:
+    settings = settings or get_settings()
+    return _limits(settings.max_concurrency, settings.requests_per_minute)
+
+
+def is_retryable(error: BaseException) -> bool:
+    if isinstance(error, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError):
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in _RETRY_STATUS or error.status_code >= 500
+    return False
+
+
+def retry_after_seconds(error: BaseException) -> float | None:
+    """The server's `Retry-After` (seconds or an HTTP date), if it sent one."""
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def backoff_delay(attempt: int, settings: Settings, error: BaseException | None = None) -> float:
+    """Retry-After when given, else exponential backoff with full jitter; capped."""
+    hinted = retry_after_seconds(error) if error is not None else None
+    if hinted is not None:
+        return min(hinted, settings.backoff_max)
+    ceiling = min(settings.backoff_max, settings.backoff_base * (2**attempt))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    record_id: str | None = None,
+    settings: Settings | None = None,
+) -> T:
+    """Run one LLM request under the shared limits, retrying transient failures.
+
+    Raises the last error once `max_retries` retries are spent, or at once for
+    errors a retry cannot fix (400, 401, 404, ...).
+    """
+    settings = settings or get_settings()
+    limits = get_limits(settings)
+    attempt = 0
+    while True:
+        if limits.rate:
+            limits.rate.acquire()
+        try:
+            with limits.semaphore:
+                result = call()
+            if attempt:
+                log.info("llm.recovered", what=what, record_id=record_id, attempts=attempt + 1)
+            return result
+        except Exception as error:
+            if not is_retryable(error) or attempt >= settings.max_retries:
+                log.warning(
+                    "llm.failed",
+                    what=what,
+                    record_id=record_id,
+                    attempts=attempt + 1,
+                    error=f"{type(error).__name__}: {error}",
+                )
+                raise
+            delay = backoff_delay(attempt, settings, error)
+            log.warning(
+                "llm.retry",
+                what=what,
+                record_id=record_id,
+                attempt=attempt + 1,
+                status=getattr(error, "status_code", None),
+                error=type(error).__name__,
+                delay=round(delay, 3),
+            )
+            time.sleep(delay)
+            attempt += 1

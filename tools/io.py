@@ -1,0 +1,282 @@
+"""The one reader and writer for records: JSONL (append-safe), Parquet, CSV.
+
+JSONL outputs are append-only and flushed per write, so a killed run loses at
+most the line being written; reopening a file repairs a torn last line. That,
+plus `done_ids`, is what makes `--resume` exactly-once for every graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+
+
+class InputError(ValueError):
+    """Bad input, naming the file, the record and the cause."""
+
+
+def content_id(*parts: str, length: int = 16) -> str:
+    """A stable id derived from content (same text, same id, across runs)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return digest[:length]
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn last line left by a killed writer, keeping every whole line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        cut = handle.read().rfind(b"\n") + 1
+        handle.truncate(cut)
+
+
+class JsonlWriter:
+    """Thread-safe, append-only JSONL writer; each write is flushed to disk."""
+
+    def __init__(self, path: Path | str, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _repair_tail(self.path)
+        self._handle = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._fsync = fsync
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.write_many([record])
+
+    def write_many(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        if not lines:
+            return
+        with self._lock:
+            self._handle.write(lines)
+            self._handle.flush()
+            if self._fsync:
+                os.fsync(self._handle.fileno())
+            self.count += lines.count("\n")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._handle.closed:
+                self._handle.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RejectsWriter(JsonlWriter):
+    """Records that failed for good: id, stage, error, raw output."""
+
+    def reject(
+        self, record_id: str | None, stage: str, error: BaseException | str, raw: str | None = None
+    ) -> None:
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        if raw is None and not isinstance(error, str):
+            raw = getattr(error, "raw", None)
+        self.write(
+            {
+                "id": record_id,
+                "stage": stage,
+                "error": message,
+                "raw": raw,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+
+
+def read_jsonl(path: Path | str) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file; a malformed line raises `InputError` naming it."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                if not line.endswith("\n"):
+                    return  # a torn last line from a killed writer: not data
+                raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(record, dict):
+                raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield record
+
+
+def done_ids(path: Path | str, id_field: str = "id") -> set[str]:
+    """Ids already written to a JSONL output (empty when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    _repair_tail(path)
+    return {str(r[id_field]) for r in read_jsonl(path) if r.get(id_field) is not None}
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """A CSV, Parquet or JSONL file as a DataFrame."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix in {".jsonl", ".ndjson"}:
+        return pd.DataFrame(list(read_jsonl(path)))
+    raise InputError(f"{path}: unsupported table format {suffix!r} (use .csv, .parquet or .jsonl)")
+
+
+def write_table(frame: pd.DataFrame, path: Path | str) -> Path:
+    """Write a DataFrame as CSV, Parquet or JSONL (by extension), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    elif suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    elif suffix in {".jsonl", ".ndjson"}:
+        frame.to_json(tmp, orient="records", lines=True, force_ascii=False, date_format="iso")
+    else:
+        raise InputError(f"{path}: unsupported table format {suffix!r}")
+    tmp.replace(path)
+    return path
+
+
+def write_records(records: list[dict[str, Any]], path: Path | str) -> Path:
+    """Write whole records at once (JSONL or Parquet by extension), atomically."""
+    path = Path(path)
+    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with JsonlWriter(tmp, fsync=False) as writer:
+            writer.write_many(records)
+        tmp.replace(path)
+        return path
+    return write_table(pd.DataFrame(records), path)
+
+
+def write_json(data: Any, path: Path | str) -> Path:
+    """Pretty JSON, written atomically (manifests, reports)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8")
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class TextRecord:
+    """One input text with a stable id and where it came from."""
+
+    id: str
+    text: str
+    source: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An input record that cannot be used, and why (goes to the rejects file)."""
+
+    record: str
+    cause: str
+
+
+def load_texts(
+    path: Path | str,
+    text_field: str = "text",
+    id_field: str = "id",
+    suffixes: tuple[str, ...] = (".txt", ".md"),
+) -> tuple[list[TextRecord], list[InputProblem]]:
+    """Texts from a folder of files, a JSONL or a Parquet/CSV file.
+
+    Bad records do not stop the load: each comes back as an `InputProblem`
+    naming the record and the cause, so the run goes on without it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    records: list[TextRecord] = []
+    problems: list[InputProblem] = []
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise InputError(f"{path}: no {', '.join(suffixes)} files in this folder")
+        for file in files:
+            name = str(file.relative_to(path))
+            try:
+                text = file.read_text(encoding="utf-8").strip()
+            except UnicodeDecodeError:
+                problems.append(InputProblem(name, "not UTF-8 text"))
+                continue
+            if not text:
+                problems.append(InputProblem(name, "empty file"))
+                continue
+            records.append(TextRecord(content_id(text), text, name, {"file": name}))
+        return records, problems
+
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson"}:
+        rows: Iterable[tuple[str, Any]] = _jsonl_rows(path, problems)
+    elif suffix in {".parquet", ".csv"}:
+        frame = read_table(path)
+        if text_field not in frame.columns:
+            raise InputError(
+                f"{path}: no column {text_field!r} (columns: {', '.join(map(str, frame.columns))}); "
+                "name the text column with --text-field"
+            )
+        rows = ((f"row {i + 1}", row) for i, row in enumerate(frame.to_dict("records")))
+    elif suffix in suffixes:
+        text = path.read_text(encoding="utf-8").strip()
+        return [TextRecord(content_id(text), text, path.name, {"file": path.name})], problems
+    else:
+        raise InputError(f"{path}: unsupported input {suffix!r} (folder of .txt, .jsonl, .parquet, .csv)")
+
+    for where, row in rows:
+        text = row.get(text_field)
+        if not isinstance(text, str) or not text.strip():
+            problems.append(InputProblem(where, f"field {text_field!r} is missing or not text"))
+            continue
+        text = text.strip()
+        raw_id = row.get(id_field)
+        record_id = str(raw_id) if raw_id not in (None, "") else content_id(text)
+        meta = {k: v for k, v in row.items() if k not in {text_field, id_field}}
+        records.append(TextRecord(record_id, text, where, meta))
+    return records, problems
+
+
+def _jsonl_rows(path: Path, problems: list[InputProblem]) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                problems.append(InputProblem(f"line {number}", f"not valid JSON ({error.msg})"))
+                continue
+            if not isinstance(row, dict):
+                problems.append(InputProblem(f"line {number}", "not a JSON object"))
+                continue
+            yield f"line {number}", row

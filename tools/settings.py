@@ -1,0 +1,120 @@
+"""The one settings object: environment variables, `.env`, defaults.
+
+Every knob that is not per-run lives here. Per-run knobs travel in LangGraph's
+runtime context (see `synthgraph.graphs.context`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["generator", "judge", "weak", "strong"]
+ROLES: tuple[Role, ...] = ("generator", "judge", "weak", "strong")
+StructuredMethod = Literal["auto", "json_schema", "json_mode", "function_calling"]
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "synthgraph"
+
+
+class Settings(BaseSettings):
+    """synthgraph configuration. Env prefix `SYNTHGRAPH_`; `OPENAI_*` honoured."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNTHGRAPH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- endpoint -------------------------------------------------------
+    base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SYNTHGRAPH_BASE_URL", "OPENAI_BASE_URL", "base_url"),
+        description="OpenAI-compatible endpoint. Unset: the embedded local model.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SYNTHGRAPH_API_KEY", "OPENAI_API_KEY", "api_key"),
+    )
+    model: str = Field(default="gpt-4o-mini", description="Model for roles not set below.")
+    generator_model: str | None = None
+    judge_model: str | None = None
+    weak_model: str | None = None
+    strong_model: str | None = None
+    # Separate endpoints per role are optional; unset means `base_url`.
+    weak_base_url: str | None = None
+    strong_base_url: str | None = None
+    structured_method: StructuredMethod = Field(
+        default="auto",
+        description="auto: json_schema for remote endpoints, json_mode for llama.cpp.",
+    )
+
+    # --- sampling and limits --------------------------------------------
+    temperature: float = 0.7
+    max_tokens: int = 512
+    max_concurrency: int = 4
+    requests_per_minute: float | None = None
+    timeout: float = 120.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    structured_retries: int = 2
+
+    # --- embedded local model -------------------------------------------
+    local_model: Path | None = Field(
+        default=None, description="Any GGUF file; unset: the bundled Qwen2.5-Coder-0.5B."
+    )
+    local_host: str = "127.0.0.1"
+    local_port: int | None = None
+    local_ctx: int = 4096
+    local_threads: int | None = None
+    local_startup_timeout: float = 180.0
+
+    # --- storage ----------------------------------------------------------
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    data_dir: Path = Path("data")
+    chroma_path: Path | None = None
+    chroma_url: str | None = None
+    workspace_dir: Path | None = Field(
+        default=None, description="Root that agent tools may read and write; unset: data_dir."
+    )
+    embedding_model: Path | None = Field(
+        default=None, description="A sentence-transformers folder; unset: bundled MiniLM."
+    )
+
+    @property
+    def embedded(self) -> bool:
+        """True when no endpoint is configured and the local model serves."""
+        return self.base_url is None
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def workspace(self) -> Path:
+        return self.workspace_dir or self.data_dir
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.chroma_path or (self.data_dir / "chroma")
+
+    def model_for(self, role: Role) -> str:
+        return getattr(self, f"{role}_model") or self.model
+
+    def base_url_for(self, role: Role) -> str | None:
+        specific = {"weak": self.weak_base_url, "strong": self.strong_base_url}.get(role)
+        return specific or self.base_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call `get_settings.cache_clear()`."""
+    return Settings()

@@ -9,7 +9,8 @@ shared retries, limits and (for structured output) validation with re-asking.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -35,6 +36,25 @@ class StructuredOutputError(ValueError):
         self.errors = errors
 
 
+_overrides: dict[str, BaseChatModel] = {}
+
+
+@contextmanager
+def use_chat_models(**by_role: BaseChatModel) -> Iterator[None]:
+    """Use these LangChain chat models for the named roles (tests, other providers).
+
+    `with use_chat_models(generator=fake, judge=fake):` makes every agent in the
+    block call `fake` instead of building a `ChatOpenAI`.
+    """
+    previous = dict(_overrides)
+    _overrides.update(by_role)
+    try:
+        yield
+    finally:
+        _overrides.clear()
+        _overrides.update(previous)
+
+
 def get_chat_model(
     role: Role = "generator",
     *,
@@ -42,8 +62,10 @@ def get_chat_model(
     max_tokens: int | None = None,
     settings: Settings | None = None,
     **kwargs: Any,
-) -> ChatOpenAI:
+) -> BaseChatModel:
     """A chat model for a role. No endpoint configured: the embedded local model."""
+    if role in _overrides:
+        return _overrides[role]
     settings = settings or get_settings()
     base_url = settings.base_url_for(role)
     if base_url is None:

@@ -1,0 +1,36 @@
+"""Shared fixtures: an isolated data dir per test and scripted fake chat models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from synthgraph.tools.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own data dir, Chroma and workspace; settings re-read."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("SYNTHGRAPH_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("SYNTHGRAPH_CHROMA_URL", raising=False)
+    monkeypatch.setenv("SYNTHGRAPH_BACKOFF_BASE", "0.01")
+    monkeypatch.setenv("SYNTHGRAPH_BACKOFF_MAX", "0.05")
+    get_settings.cache_clear()
+    yield data_dir
+    get_settings.cache_clear()
+
+
+def scripted_model(*replies: str | dict[str, Any] | AIMessage) -> GenericFakeChatModel:
+    """A fake chat model that answers with these replies in order (dicts become JSON)."""
+    messages = [
+        r if isinstance(r, AIMessage) else AIMessage(content=r if isinstance(r, str) else json.dumps(r))
+        for r in replies
+    ]
+    return GenericFakeChatModel(messages=iter(messages))

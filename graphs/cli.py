@@ -85,7 +85,10 @@ def serve(
         fail(str(error))
     register(server)
     console.print(f"[green]serving[/] {server.alias} at [bold]{server.base_url}[/] (log: {server.log_path})")
-    console.print(f"other shells: export SYNTHGRAPH_BASE_URL={server.base_url}   (Ctrl-C stops)")
+    console.print(
+        "synthgraph processes on this machine reuse it by themselves; other clients use the URL "
+        "above (with synthgraph: SYNTHGRAPH_STRUCTURED_METHOD=json_mode). Ctrl-C stops."
+    )
 
     def stop(*_: Any) -> None:
         server.stop()

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
 
 from synthgraph.tools.settings import get_settings
 
@@ -25,12 +21,3 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()
-
-
-def scripted_model(*replies: str | dict[str, Any] | AIMessage) -> GenericFakeChatModel:
-    """A fake chat model that answers with these replies in order (dicts become JSON)."""
-    messages = [
-        r if isinstance(r, AIMessage) else AIMessage(content=r if isinstance(r, str) else json.dumps(r))
-        for r in replies
-    ]
-    return GenericFakeChatModel(messages=iter(messages))

@@ -45,13 +45,18 @@ def _repair_tail(path: Path) -> None:
 
 
 class JsonlWriter:
-    """Thread-safe, append-only JSONL writer; each write is flushed to disk."""
+    """Thread-safe, append-only JSONL writer.
+
+    Each `write_many` is one `O_APPEND` write of whole lines, so a killed
+    process leaves either all of a batch or none of it: write one input's
+    outputs in one call and their presence marks that input done.
+    """
 
     def __init__(self, path: Path | str, fsync: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _repair_tail(self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
         self._fsync = fsync
         self.count = 0
@@ -60,20 +65,25 @@ class JsonlWriter:
         self.write_many([record])
 
     def write_many(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        lines = [json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records]
         if not lines:
             return
+        data = "".join(lines).encode("utf-8")
         with self._lock:
-            self._handle.write(lines)
-            self._handle.flush()
+            if self._fd is None:
+                raise ValueError(f"{self.path}: writer is closed")
+            view = memoryview(data)
+            while view:  # regular files take it in one call; loop only for safety
+                view = view[os.write(self._fd, view) :]
             if self._fsync:
-                os.fsync(self._handle.fileno())
-            self.count += lines.count("\n")
+                os.fsync(self._fd)
+            self.count += len(lines)
 
     def close(self) -> None:
         with self._lock:
-            if not self._handle.closed:
-                self._handle.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def __enter__(self) -> JsonlWriter:
         return self

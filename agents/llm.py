@@ -152,6 +152,10 @@ def invoke_structured(
         # constrains decoding to it (other json_mode servers ignore the field).
         conversation = _with_json_instructions(conversation, schema_text)
         runnable = chat.bind(response_format={"type": "json_object", "schema": json_schema})
+    elif method == "json_schema":
+        # Parsed here rather than by the client, so a bad reply is re-asked, not raised.
+        response_format = {"name": schema.__name__, "schema": json_schema, "strict": False}
+        runnable = chat.bind(response_format={"type": "json_schema", "json_schema": response_format})
     else:
         runnable = chat.with_structured_output(schema, method=method, include_raw=True)
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import FakeOpenAIServer
 
 from synthgraph.tools.settings import get_settings
 
@@ -20,4 +21,18 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("SYNTHGRAPH_BACKOFF_MAX", "0.05")
     get_settings.cache_clear()
     yield data_dir
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
+    """A scripted OpenAI-compatible endpoint; settings point at it."""
+    server = FakeOpenAIServer().start()
+    monkeypatch.setenv("SYNTHGRAPH_BASE_URL", server.base_url)
+    monkeypatch.setenv("SYNTHGRAPH_API_KEY", "sk-test-fake-key-0000")
+    monkeypatch.setenv("SYNTHGRAPH_MODEL", "fake-model")
+    monkeypatch.setenv("SYNTHGRAPH_TIMEOUT", "2")
+    get_settings.cache_clear()
+    yield server
+    server.stop()
     get_settings.cache_clear()

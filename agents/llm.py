@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
-from synthgraph.agents.local_model import local_endpoint
+from synthgraph.agents.local_model import STRONG_MODEL, assemble, local_endpoint
 from synthgraph.agents.resilience import call_with_retries
 from synthgraph.prompts import fill, load_prompt
 from synthgraph.tools.settings import Role, Settings, StructuredMethod, get_settings
@@ -69,7 +69,8 @@ def get_chat_model(
     settings = settings or get_settings()
     base_url = settings.base_url_for(role)
     if base_url is None:
-        endpoint = local_endpoint(settings=settings)
+        strong = role == "strong" and settings.strong_local_model
+        endpoint = local_endpoint(assemble(STRONG_MODEL, settings.cache_dir) if strong else None, settings)
         base_url, model, api_key = endpoint.base_url, endpoint.model, "local"
     else:
         model = settings.model_for(role)

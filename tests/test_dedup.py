@@ -1,0 +1,229 @@
+"""The dedup service: MinHash stage, embedding stage (real MiniLM), persistence, Chroma batching."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from datasketch import MinHash, MinHashLSH
+
+from synthgraph.tools.dedup import DedupService
+from synthgraph.tools.io import read_jsonl
+from synthgraph.tools.minhash import (
+    MinHashDeduper,
+    MinHasher,
+    choose_bands,
+    jaccard,
+    lsh_recall,
+    pair_jaccard,
+    token_hash,
+    tokenize,
+    tokenize_batch,
+)
+
+# Exact and near duplicates that words alone catch (same word sets or one word off in ~20).
+SENTENCES = [
+    ("p1", "A retired marine biologist in Lisbon who restores old sailing boats and teaches knot tying to kids on weekends."),
+    ("p2", "A night-shift nurse from Oslo who paints watercolour landscapes and volunteers at the city animal shelter."),
+    ("p3", "A retired marine biologist in Lisbon who restores old sailing boats and teaches knot tying to kids on weekends."),
+    ("p4", "A retired marine biologist in lisbon who restores old sailing boats, and teaches knot tying to kids on weekends!"),
+    ("p5", "A data engineer in Nairobi who mentors university students and builds open-source irrigation sensors."),
+    ("p6", "A night-shift nurse from Oslo who paints watercolour landscapes and volunteers at the city animal shelter too."),
+    ("p7", "A young pastry chef in Osaka experimenting with fermented fruit and running a small bakery podcast."),
+]
+# Paraphrases: few shared words, same meaning (only embeddings catch them).
+PARAPHRASES = [
+    ("q1", "A retired physician in Lisbon who enjoys hiking and jazz."),
+    ("q2", "A retired doctor in Lisbon who loves hiking and jazz."),
+    ("q3", "A software engineer in Nairobi who mentors students."),
+    ("q4", "A young chef in Osaka who experiments with fermented vegetables."),
+    ("q5", "A young cook in Osaka experimenting with fermented vegetables."),
+]
+
+
+def _write_jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"id": i, "persona": t}) + "\n" for i, t in rows))
+    return path
+
+
+def _verdicts(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r["dedup"] for r in records}
+
+
+class RandomEncoder:
+    """Unit vectors that depend only on the text (no two texts alike): for store tests."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        rows = [np.random.default_rng(token_hash(t)).normal(size=384) for t in texts]
+        vectors = np.array(rows, dtype=np.float32).reshape(len(texts), 384)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+# --- MinHash building blocks --------------------------------------------------------
+
+
+def test_band_choice_finds_pairs_at_the_threshold() -> None:
+    bands, rows = choose_bands(0.9, 128)
+    assert bands * rows <= 128
+    assert lsh_recall(0.9, bands, rows) >= 0.99
+    assert lsh_recall(0.92, bands, rows) >= 0.999
+    assert lsh_recall(0.5, bands, rows) < 0.05  # few false candidates to verify
+    # datasketch's own choice for threshold 0.9 would miss most such pairs
+    reference = MinHashLSH(threshold=0.9, num_perm=128)
+    assert lsh_recall(0.9, reference.b, reference.r) < 0.5
+
+
+def test_fast_tokeniser_matches_the_reference() -> None:
+    texts = [
+        "Hello, World! hello_world 42 times.",
+        "",
+        "   ...   ",
+        "Ünïcode café — naïve “quotes” don’t split oddly; ΣΟΦΙΑ σοφίας",
+        "a\x01b separator inside",
+        "tabs\tand\nnewlines",
+    ]
+    for batch_texts in (texts, [t for t in texts if t.isascii()]):
+        batch = tokenize_batch(batch_texts)
+        assert len(batch.offsets) == len(batch_texts) + 1
+        for i, text in enumerate(batch_texts):
+            got = set(batch.hashes[batch.offsets[i] : batch.offsets[i + 1]].tolist())
+            assert got == {token_hash(t) for t in tokenize(text)}, text
+
+
+def test_minhash_estimate_is_close_to_exact_jaccard() -> None:
+    rng = random.Random(7)
+    vocabulary = [f"word{i}" for i in range(5000)]
+    hasher = MinHasher(128, seed=1)
+    errors, reference_errors = [], []
+    for _ in range(300):
+        a = rng.sample(vocabulary, 40)
+        # replace k words: exact Jaccard (40 - k) / (40 + k)
+        k = rng.randint(0, 20)
+        b = a[k:] + rng.sample(vocabulary[-1000:], k)
+        exact = jaccard(set(a), set(b))
+        signatures = hasher.signatures(tokenize_batch([" ".join(a), " ".join(b)]))
+        errors.append(float((signatures[0] == signatures[1]).mean()) - exact)
+        ma, mb = MinHash(num_perm=128), MinHash(num_perm=128)
+        ma.update_batch([w.encode() for w in a])
+        mb.update_batch([w.encode() for w in b])
+        reference_errors.append(ma.jaccard(mb) - exact)
+    # unbiased, and as tight as datasketch (sd of the estimator ≤ 0.5 / sqrt(128) ≈ 0.044)
+    assert abs(np.mean(errors)) < 0.01
+    assert np.std(errors) < 0.045
+    assert np.std(errors) < 1.3 * np.std(reference_errors)
+
+
+def test_pair_jaccard_is_exact_and_ignores_repeated_words() -> None:
+    batch = tokenize_batch(["a b c d", "a b c e", "x y", "a a b b c c d d"])
+    tokens, offsets = batch.hashes, batch.offsets
+    got = pair_jaccard(tokens, offsets, np.array([0, 0, 0]), tokens, offsets, np.array([1, 2, 3]))
+    assert got.tolist() == pytest.approx([3 / 5, 0.0, 1.0])
+
+
+def test_minhash_deduper_drops_near_duplicates_within_a_call() -> None:
+    rng = random.Random(3)
+    vocabulary = [f"w{i}" for i in range(20000)]
+    base = [rng.sample(vocabulary, 30) for _ in range(400)]
+    # one changed word in 30: Jaccard 29/31 = 0.935, dropped; five: 25/35 = 0.71, kept
+    near = [[*b[1:], "near" + b[0]] for b in base[:100]]
+    far = [b[5:] + [f"far{j}{b[0]}" for j in range(5)] for b in base[100:200]]
+    texts = [" ".join(words) for words in base + near + far]
+    ids = [f"d{i}" for i in range(len(texts))]
+    for verify in ("exact", "signature"):
+        verdicts = MinHashDeduper(0.9, verify=verify).dedup(texts, ids)
+        dropped = set(np.flatnonzero(~verdicts.kept).tolist())
+        if verify == "exact":
+            assert dropped == set(range(400, 500))
+        else:
+            # The estimate has sd ≈ 0.022 at J = 0.935, so ~6% of these fall under 0.9:
+            # the reason exact verification is the default.
+            assert dropped <= set(range(400, 500)) and len(dropped) >= 85
+        assert verdicts.nearest_id[400] == "d0"
+
+
+# --- the service ----------------------------------------------------------------------
+
+
+def test_jsonl_minhash_stage_names_the_nearest_match(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "personas.jsonl", SENTENCES)
+    result = DedupService("unit", method="minhash").dedup(read_jsonl(path), field="persona")
+    verdicts = _verdicts(result.kept + result.dropped)
+    assert [r["id"] for r in result.dropped] == ["p3", "p4", "p6"]
+    assert verdicts["p3"] == {"stage": "minhash", "kept": False, "nearest_id": "p1", "score": 1.0}
+    assert verdicts["p4"]["nearest_id"] == "p1" and verdicts["p4"]["score"] == 1.0  # case, punctuation
+    assert verdicts["p6"]["nearest_id"] == "p2" and 0.9 <= verdicts["p6"]["score"] < 1.0
+    assert verdicts["p1"]["kept"] and verdicts["p1"]["stage"] == "minhash"
+    assert result.stages["minhash"].dropped == 3
+    assert result.kept[0]["persona"] == SENTENCES[0][1]  # records come back whole
+
+
+def test_embedding_stage_catches_paraphrases_with_real_minilm(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "personas.jsonl", SENTENCES + PARAPHRASES)
+    service = DedupService("both", method="both")
+    result = service.dedup(read_jsonl(path), field="persona")
+    verdicts = _verdicts(result.kept + result.dropped)
+    assert {r["id"] for r in result.dropped} == {"p3", "p4", "p6", "q2", "q5"}
+    assert verdicts["p3"]["stage"] == "minhash"
+    assert verdicts["q2"]["stage"] == "embedding" and verdicts["q2"]["nearest_id"] == "q1"
+    assert verdicts["q5"]["nearest_id"] == "q4" and verdicts["q5"]["score"] >= 0.9
+    assert verdicts["q3"]["kept"] and verdicts["q3"]["stage"] == "embedding"
+    assert result.stages["minhash"].dropped == 3 and result.stages["embedding"].dropped == 2
+    assert result.stages["embedding"].checked == len(SENTENCES) + len(PARAPHRASES) - 3
+
+
+def test_rerun_with_a_new_service_drops_everything(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "personas.jsonl", SENTENCES + PARAPHRASES)
+    first = DedupService("persist").dedup(read_jsonl(path), field="persona")
+    again = DedupService("persist").dedup(read_jsonl(path), field="persona")
+    assert again.kept == []
+    verdicts = _verdicts(again.dropped)
+    # kept texts of the first run are found by stage 1 (same words), named by their id
+    for record in first.kept:
+        assert verdicts[record["id"]] == {
+            "stage": "minhash", "kept": False, "nearest_id": record["id"], "score": 1.0,
+        }
+    # each stage remembers what it kept; paraphrases are only in the embedding store's reach
+    assert DedupService("persist", method="embedding").dedup(read_jsonl(path), field="persona").kept == []
+    words_only = DedupService("persist", method="minhash").dedup(read_jsonl(path), field="persona")
+    assert [r["id"] for r in words_only.kept] == ["q2", "q5"]
+    # a different namespace remembers nothing; reset forgets
+    assert len(DedupService("other", method="minhash").dedup(read_jsonl(path), field="persona").kept) == len(
+        first.kept
+    ) + 2  # q2 and q5 are only near-duplicates by meaning
+    DedupService("persist").reset()
+    assert len(DedupService("persist").dedup(read_jsonl(path), field="persona").kept) == len(first.kept)
+
+
+def test_chroma_writes_are_batched_below_the_max_batch_size(tmp_path: Path) -> None:
+    texts = [f"persona number {i} with a unique trait {i * 7919}" for i in range(23)]
+    service = DedupService("batches", method="embedding", embeddings=RandomEncoder(), max_batch_size=5)
+    sizes: list[int] = []
+    collection = service.collection()
+    original_add = collection.add
+
+    def spy_add(**kwargs: Any) -> None:
+        sizes.append(len(kwargs["ids"]))
+        original_add(**kwargs)
+
+    collection.add = spy_add  # type: ignore[method-assign]
+    service.collection = lambda: collection  # type: ignore[method-assign]
+    result = service.dedup(({"id": str(i), "text": t} for i, t in enumerate(texts)), field="text")
+    assert len(result.kept) == 23
+    assert sizes == [5, 5, 5, 5, 3]
+    assert collection.count() == 23
+    assert service.max_batch_size() == 5
+    assert DedupService("x").max_batch_size() > 100  # the real client's limit
+
+
+def test_wordless_texts_pass_the_minhash_stage_and_bad_records_fail_clearly() -> None:
+    records = [{"id": "a", "t": "..."}, {"id": "b", "t": "..."}, {"id": "c", "t": "real words here"}]
+    result = DedupService("empty", method="minhash").dedup(records, field="t")
+    assert len(result.kept) == 3 and result.kept[0]["dedup"]["stage"] is None
+    with pytest.raises(ValueError, match="field 'text'"):
+        DedupService("empty", method="minhash").dedup([{"id": "x"}], field="text")
+    with pytest.raises(ValueError, match="namespace"):
+        DedupService("../escape")

@@ -1,0 +1,294 @@
+"""The dedup service: MinHash on words (stage 1), then MiniLM embeddings in Chroma (stage 2).
+
+Works on any text field of any records. Both stages are greedy in input
+order: a record is dropped when it is too similar to a record kept before it,
+in this call or in an earlier run of the same namespace. Earlier runs are
+remembered in two stores under the data dir, both keyed by the namespace:
+the MinHash index (`<data_dir>/dedup/<namespace>.minhash.npz`) and a Chroma
+collection `dedup-<namespace>` (cosine space). So rerunning on the same input
+keeps nothing.
+
+Nothing is written until a call has finished: a failed run leaves both stores
+as they were, so retrying it does not drop records against their own ghosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from synthgraph.tools.minhash import MinHashDeduper, Verify
+
+Method = Literal["minhash", "embedding", "both"]
+Stage = Literal["minhash", "embedding"]
+METHODS: tuple[Method, ...] = ("minhash", "embedding", "both")
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?$")
+_EMBED_CHUNK = 512  # texts encoded and compared per step (progress granularity)
+
+
+class Encoder(Protocol):
+    """What stage 2 needs from an embeddings model: unit-length float32 rows."""
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class StageCount:
+    checked: int = 0
+    dropped: int = 0
+
+    @property
+    def kept(self) -> int:
+        return self.checked - self.dropped
+
+
+@dataclass
+class DedupResult:
+    """Records (each with a `dedup` dict) split into kept and dropped, and counts per stage."""
+
+    kept: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]
+    stages: dict[str, StageCount] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.kept) + len(self.dropped)
+
+    def summary_rows(self) -> list[list[Any]]:
+        """Rows `[stage, checked, kept, dropped]` for a summary table."""
+        rows: list[list[Any]] = [[name, c.checked, c.kept, c.dropped] for name, c in self.stages.items()]
+        rows.append(["total", self.total, len(self.kept), len(self.dropped)])
+        return rows
+
+
+class DedupService:
+    """Near-duplicate removal for one namespace (one persistent memory of kept records).
+
+    `threshold` is the Jaccard similarity of word sets for the MinHash stage
+    and the cosine similarity for the embedding stage: a record scoring at
+    least that against a kept record is dropped.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        threshold: float = 0.9,
+        method: Method = "both",
+        *,
+        verify: Verify = "exact",
+        bands: tuple[int, int] | None = None,
+        data_dir: Path | None = None,
+        embeddings: Encoder | None = None,
+        chroma_client: Any | None = None,
+        max_batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        if not _NAMESPACE.match(namespace):
+            raise ValueError(
+                f"namespace {namespace!r}: use 1-100 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.namespace = namespace
+        self.threshold = threshold
+        self.method = method
+        self.verify = verify
+        self.bands = bands
+        if data_dir is None:
+            from synthgraph.tools.settings import get_settings
+
+            data_dir = get_settings().data_dir
+        self.minhash_path = Path(data_dir) / "dedup" / f"{namespace}.minhash.npz"
+        self.collection_name = f"dedup-{namespace}"
+        self._embeddings = embeddings
+        self._client = chroma_client
+        self._max_batch_size = max_batch_size
+        self._progress = progress
+
+    # --- stores ---------------------------------------------------------------
+
+    @property
+    def embeddings(self) -> Encoder:
+        if self._embeddings is None:
+            from synthgraph.tools.embeddings import get_embeddings
+
+            self._embeddings = get_embeddings()
+        return self._embeddings
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from synthgraph.tools.embeddings import get_chroma_client
+
+            self._client = get_chroma_client()
+        return self._client
+
+    def collection(self) -> Any:
+        # Vectors always come from us, so no embedding function: Chroma's default
+        # one would download a model at run time.
+        return self.client.get_or_create_collection(
+            self.collection_name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+        )
+
+    def max_batch_size(self) -> int:
+        return self._max_batch_size or int(self.client.get_max_batch_size())
+
+    def reset(self) -> None:
+        """Forget every record kept in this namespace (both stores)."""
+        from chromadb.errors import NotFoundError
+
+        self.minhash_path.unlink(missing_ok=True)
+        with contextlib.suppress(NotFoundError):
+            self.client.delete_collection(self.collection_name)
+
+    # --- the service ------------------------------------------------------------
+
+    def dedup(self, records: Iterable[dict[str, Any]], field: str, id_field: str = "id") -> DedupResult:
+        """Judge `records` on the text in `field`; ids come from `id_field` (else the position).
+
+        Returns copies of the records, each with a `dedup` dict:
+        `{"stage", "kept", "nearest_id", "score"}` — the stage that decided,
+        and the most similar kept record it was compared with and its score
+        (None when no earlier record came close enough to be compared).
+        """
+        rows = list(records)
+        texts: list[str] = []
+        ids: list[str] = []
+        for position, record in enumerate(rows):
+            text = record.get(field)
+            if not isinstance(text, str):
+                raise ValueError(f"record {record.get(id_field, position)!r}: field {field!r} is missing or not text")
+            texts.append(text)
+            ids.append(str(record.get(id_field, position)))
+        n = len(rows)
+        kept = np.ones(n, dtype=bool)
+        stage: list[Stage | None] = [None] * n
+        nearest: list[str | None] = [None] * n
+        score = np.full(n, np.nan)
+        stages: dict[str, StageCount] = {}
+
+        minhash: MinHashDeduper | None = None
+        if self.method in ("minhash", "both"):
+            minhash = MinHashDeduper(self.threshold, bands=self.bands, verify=self.verify, path=self.minhash_path)
+            self._report("minhash", 0, n)
+            verdicts = minhash.dedup(texts, ids)
+            self._report("minhash", n, n)
+            kept &= verdicts.kept
+            judged = np.flatnonzero(verdicts.has_tokens)
+            for i in judged.tolist():
+                stage[i], nearest[i], score[i] = "minhash", verdicts.nearest_id[i], verdicts.score[i]
+            stages["minhash"] = StageCount(checked=len(judged), dropped=int((~verdicts.kept).sum()))
+
+        vectors: np.ndarray | None = None
+        if self.method in ("embedding", "both"):
+            survivors = np.flatnonzero(kept)
+            emb_kept, emb_nearest, emb_score, vectors = self._embedding_stage(
+                [texts[i] for i in survivors], [ids[i] for i in survivors]
+            )
+            for j, i in enumerate(survivors.tolist()):
+                stage[i], nearest[i], score[i] = "embedding", emb_nearest[j], emb_score[j]
+            kept[survivors] = emb_kept
+            stages["embedding"] = StageCount(checked=len(survivors), dropped=int((~emb_kept).sum()))
+
+        # Remember the kept records only once every stage has finished.
+        if vectors is not None and len(vectors):
+            self._add_vectors(vectors, [ids[i] for i in np.flatnonzero(kept)])
+        if minhash is not None:
+            minhash.commit(kept)
+
+        result = DedupResult(kept=[], dropped=[], stages=stages)
+        for i, record in enumerate(rows):
+            verdict = {
+                "stage": stage[i],
+                "kept": bool(kept[i]),
+                "nearest_id": nearest[i],
+                "score": None if np.isnan(score[i]) else round(float(score[i]), 4),
+            }
+            (result.kept if kept[i] else result.dropped).append({**record, "dedup": verdict})
+        return result
+
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress(stage, done, total)
+
+    def _embedding_stage(
+        self, texts: list[str], ids: list[str]
+    ) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
+        """Keep flags, nearest ids, cosine scores, and the vectors of the kept texts."""
+        n = len(texts)
+        kept = np.ones(n, dtype=bool)
+        nearest: list[str | None] = [None] * n
+        score = np.full(n, np.nan)
+        collection = self.collection() if n else None
+        earlier = collection.count() if collection is not None else 0
+        kept_vectors = np.zeros((0, 0), np.float32)  # this call's kept vectors, in order
+        kept_count = 0
+        self._report("embedding", 0, n)
+        for start in range(0, n, _EMBED_CHUNK):
+            chunk = np.asarray(self.embeddings.encode(texts[start : start + _EMBED_CHUNK]), dtype=np.float32)
+            size = len(chunk)
+            best = np.full(size, -np.inf)
+            best_id: list[str | None] = [None] * size
+            # Earlier runs: the nearest neighbour in Chroma (cosine distance = 1 - similarity).
+            if earlier:
+                found = collection.query(
+                    query_embeddings=chunk, n_results=1, include=["metadatas", "distances"]
+                )
+                for j in range(size):
+                    if found["distances"][j]:
+                        best[j] = 1.0 - found["distances"][j][0]
+                        best_id[j] = str(found["metadatas"][j][0]["record_id"])
+            # Earlier chunks of this call: exact, in numpy.
+            if kept_count:
+                previous_ids = [ids[i] for i in np.flatnonzero(kept[:start])]
+                sims = chunk @ kept_vectors[:kept_count].T
+                top = sims.argmax(axis=1)
+                for j in range(size):
+                    if sims[j, top[j]] > best[j]:
+                        best[j], best_id[j] = sims[j, top[j]], previous_ids[top[j]]
+            # Within the chunk: greedy in order, against the rows kept so far.
+            inner = chunk @ chunk.T
+            kept_here: list[int] = []
+            for j in range(size):
+                if kept_here:
+                    sims_here = inner[j, kept_here]
+                    top_here = int(sims_here.argmax())
+                    if sims_here[top_here] > best[j]:
+                        best[j], best_id[j] = sims_here[top_here], ids[start + kept_here[top_here]]
+                if best_id[j] is not None:
+                    nearest[start + j], score[start + j] = best_id[j], min(float(best[j]), 1.0)
+                if best[j] >= self.threshold:
+                    kept[start + j] = False
+                else:
+                    kept_here.append(j)
+            if not kept_vectors.size:
+                kept_vectors = np.empty((n, chunk.shape[1]), np.float32)
+            kept_vectors[kept_count : kept_count + len(kept_here)] = chunk[kept_here]
+            kept_count += len(kept_here)
+            self._report("embedding", start + size, n)
+        return kept, nearest, score, kept_vectors[:kept_count]
+
+    def _add_vectors(self, vectors: np.ndarray, ids: list[str]) -> None:
+        """Add kept vectors to the collection, in writes no larger than Chroma accepts."""
+        collection = self.collection()
+        step = self.max_batch_size()
+        for start in range(0, len(ids), step):
+            batch_ids = ids[start : start + step]
+            collection.add(
+                # Record ids need not be unique across inputs; Chroma ids must be.
+                ids=[uuid.uuid4().hex for _ in batch_ids],
+                embeddings=vectors[start : start + step],
+                metadatas=[{"record_id": record_id} for record_id in batch_ids],
+            )

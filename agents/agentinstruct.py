@@ -1,0 +1,362 @@
+"""AgentInstruct agents and the skills they read from `prompts/skills/`.
+
+A skill is a folder of data, never code: `skill.json` (description, answer
+format, refinement ideas), `taxonomy.json` (instruction type -> description),
+`transformations/<name>.md` (one content-transformation agent each) and,
+optionally, a file overriding any generic prompt of `prompts/agentinstruct/`
+(e.g. `record.md`, which lays out the final chat messages). Each agent below is
+one LLM call; the graph in `synthgraph.graphs.agentinstruct` wires them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model
+
+from synthgraph.agents.llm import invoke_structured, invoke_text
+from synthgraph.prompts import list_prompts, prompt_exists, render_messages
+
+SKILLS_FOLDER = "skills"
+GENERIC_FOLDER = "agentinstruct"
+
+# Completion caps per agent: the embedded model is slow, and each agent's
+# output has a natural length (a task is short, a rewritten text is not).
+TRANSFORM_TOKENS = 400
+ROUTE_TOKENS = 80
+INSTRUCTION_TOKENS = 150
+ANSWER_TOKENS = 350
+JUDGE_TOKENS = 160
+SUGGEST_TOKENS = 150
+
+
+class SkillError(ValueError):
+    """A skill folder that is missing or malformed (names the file and the cause)."""
+
+
+class UnusableReplyError(ValueError):
+    """An agent's reply cannot be used (empty, or not the JSON the skill needs); `raw` is the reply."""
+
+    def __init__(self, message: str, raw: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One skill, as read from `prompts/skills/<name>/`."""
+
+    name: str
+    description: str
+    taxonomy: dict[str, str]
+    transformations: tuple[str, ...]
+    refinement_suggestions: tuple[str, ...]
+    instruction_hint: str = ""
+    answer_format: str = ""
+    transformed_format: Literal["text", "json"] = "text"
+
+    def prompt(self, name: str) -> str:
+        """The skill's own `name` prompt if it ships one, else the generic one."""
+        own = f"{SKILLS_FOLDER}/{self.name}/{name}"
+        return own if prompt_exists(own) else f"{GENERIC_FOLDER}/{name}"
+
+    def transformation_prompt(self, transformation: str) -> str:
+        return f"{SKILLS_FOLDER}/{self.name}/transformations/{transformation}.md"
+
+
+def list_skills() -> list[str]:
+    """Names of the shipped skills: every folder under `prompts/skills/` with a `skill.json`."""
+    base = resources.files("synthgraph.prompts").joinpath(SKILLS_FOLDER)
+    if not base.is_dir():
+        return []
+    return sorted(
+        p.name for p in base.iterdir() if p.is_dir() and p.joinpath("skill.json").is_file()
+    )
+
+
+@lru_cache(maxsize=64)
+def load_skill(name: str) -> Skill:
+    """Read and check one skill folder; a problem raises `SkillError` naming the file."""
+    if name not in list_skills():
+        raise SkillError(f"unknown skill {name!r} (shipped: {', '.join(list_skills())})")
+    folder = resources.files("synthgraph.prompts").joinpath(SKILLS_FOLDER, name)
+    config = _read_json_object(folder.joinpath("skill.json"), f"{name}/skill.json")
+    taxonomy = _read_json_object(folder.joinpath("taxonomy.json"), f"{name}/taxonomy.json")
+    if not taxonomy or not all(isinstance(v, str) for v in taxonomy.values()):
+        raise SkillError(
+            f"{name}/taxonomy.json: expected a non-empty object of type -> description"
+        )
+    transformations = tuple(
+        p.rsplit("/", 1)[1].removesuffix(".md")
+        for p in list_prompts(f"{SKILLS_FOLDER}/{name}/transformations")
+        if p.endswith(".md")
+    )
+    if not transformations:
+        raise SkillError(f"{name}/transformations/: no .md transformation prompts")
+    if not isinstance(config.get("description"), str) or not config["description"].strip():
+        raise SkillError(f"{name}/skill.json: 'description' is missing")
+    transformed_format = config.get("transformed_format", "text")
+    if transformed_format not in ("text", "json"):
+        raise SkillError(f"{name}/skill.json: transformed_format must be 'text' or 'json'")
+    return Skill(
+        name=name,
+        description=config["description"],
+        taxonomy=dict(taxonomy),
+        transformations=transformations,
+        refinement_suggestions=tuple(config.get("refinement_suggestions", [])),
+        instruction_hint=config.get("instruction_hint", ""),
+        answer_format=config.get("answer_format", ""),
+        transformed_format=transformed_format,
+    )
+
+
+def _read_json_object(file: Any, where: str) -> dict[str, Any]:
+    if not file.is_file():
+        raise SkillError(f"{where}: missing")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise SkillError(f"{where}: not valid JSON ({error.msg}, line {error.lineno})") from error
+    if not isinstance(data, dict):
+        raise SkillError(f"{where}: expected a JSON object")
+    return data
+
+
+# --- sampling (no LLM) ---------------------------------------------------------
+def sample_transformations(skill: Skill, count: int, rng: random.Random) -> list[str]:
+    """`count` distinct transformations of the skill, at random (all when count >= their number)."""
+    if count >= len(skill.transformations):
+        return list(skill.transformations)
+    return rng.sample(list(skill.transformations), count)
+
+
+def sample_instruction_types(skill: Skill, count: int, rng: random.Random) -> list[str]:
+    """`count` instruction types: distinct while the taxonomy lasts, then drawn again."""
+    types = list(skill.taxonomy)
+    picked: list[str] = []
+    while len(picked) < count:
+        picked.extend(rng.sample(types, min(len(types), count - len(picked))))
+    return picked
+
+
+# --- agents (one LLM call each) -------------------------------------------------
+def choose_transformations(
+    skill: Skill, seed: str, count: int, *, record_id: str | None = None, **model_kwargs: Any
+) -> list[str]:
+    """The router agent: the model picks `count` transformations that fit this seed."""
+    names = tuple(skill.transformations)
+    choice_schema = create_model(
+        "TransformationChoice",
+        transformations=(
+            list[Literal[names]],
+            Field(min_length=1, description="Transformation names"),
+        ),  # type: ignore[valid-type]
+    )
+    messages = render_messages(
+        skill.prompt("route.md"),
+        skill=skill.name,
+        skill_description=skill.description,
+        seed=seed,
+        count=count,
+        choices=", ".join(names),
+    )
+    choice = invoke_structured(
+        choice_schema,
+        messages,
+        role="generator",
+        record_id=record_id,
+        **_cap(model_kwargs, ROUTE_TOKENS),
+    )
+    picked = list(dict.fromkeys(choice.transformations))  # type: ignore[attr-defined]
+    return picked[:count]
+
+
+def transform_seed(
+    skill: Skill,
+    transformation: str,
+    seed: str,
+    *,
+    record_id: str | None = None,
+    **model_kwargs: Any,
+) -> str:
+    """A content-transformation agent: the seed rewritten into a text suited to the skill."""
+    messages = render_messages(skill.transformation_prompt(transformation), seed=seed)
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, TRANSFORM_TOKENS)
+    )
+    text = _text_of(reply.content, record_id, f"transformation {transformation!r}")
+    if skill.transformed_format == "json":
+        text = _json_text(text, record_id, f"transformation {transformation!r}")
+    return text
+
+
+def create_instruction(
+    skill: Skill,
+    text: str,
+    instruction_type: str,
+    *,
+    record_id: str | None = None,
+    **model_kwargs: Any,
+) -> str:
+    """An instruction-creation agent: one task of the given type about the text."""
+    messages = render_messages(
+        skill.prompt("create_instruction.md"),
+        skill=skill.name,
+        skill_description=skill.description,
+        text=text,
+        instruction_type=instruction_type.replace("_", " "),
+        type_description=skill.taxonomy[instruction_type],
+        instruction_hint=skill.instruction_hint,
+    )
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
+    )
+    return _strip_label(_text_of(reply.content, record_id, "instruction"))
+
+
+def answer_instruction(
+    skill: Skill, text: str, instruction: str, *, record_id: str | None = None, **model_kwargs: Any
+) -> str:
+    """The answering agent (generator model), using the text as the source of truth."""
+    messages = render_messages(
+        skill.prompt("answer.md"),
+        text=text,
+        instruction=instruction,
+        answer_format=skill.answer_format,
+    )
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, ANSWER_TOKENS)
+    )
+    answer = _text_of(reply.content, record_id, "answer")
+    if skill.transformed_format == "json":
+        answer = _json_text(answer, record_id, "answer")
+    return answer
+
+
+class Verdict(BaseModel):
+    """The judge's check of one (instruction, answer) pair against the text."""
+
+    reasons: str = Field(description="One or two sentences: what is right or wrong")
+    correct: bool = Field(description="True when the answer solves the task correctly")
+    score: int = Field(ge=1, le=5, description="1 (wrong or useless) to 5 (correct and complete)")
+
+
+def judge_answer(
+    skill: Skill,
+    text: str,
+    instruction: str,
+    answer: str,
+    *,
+    record_id: str | None = None,
+    **model_kwargs: Any,
+) -> Verdict:
+    """The judge agent (judge role): is the answer correct against the text?"""
+    messages = render_messages(
+        skill.prompt("judge.md"), text=text, instruction=instruction, answer=answer
+    )
+    return invoke_structured(
+        Verdict, messages, role="judge", record_id=record_id, **_cap(model_kwargs, JUDGE_TOKENS)
+    )
+
+
+def suggest_refinements(
+    skill: Skill,
+    text: str,
+    instruction: str,
+    answer: str,
+    *,
+    record_id: str | None = None,
+    **model_kwargs: Any,
+) -> str:
+    """The suggester: concrete ways to make the task harder or more specific."""
+    ideas = "\n".join(f"- {idea}" for idea in skill.refinement_suggestions) or "- Add a constraint."
+    messages = render_messages(
+        skill.prompt("suggest.md"),
+        skill=skill.name,
+        ideas=ideas,
+        text=text,
+        instruction=instruction,
+        answer=answer,
+    )
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, SUGGEST_TOKENS)
+    )
+    return _text_of(reply.content, record_id, "suggestions")
+
+
+def edit_instruction(
+    skill: Skill,
+    text: str,
+    instruction: str,
+    suggestions: str,
+    *,
+    record_id: str | None = None,
+    **model_kwargs: Any,
+) -> str:
+    """The editor: the task rewritten to follow the suggestions."""
+    messages = render_messages(
+        skill.prompt("edit.md"), text=text, instruction=instruction, suggestions=suggestions
+    )
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
+    )
+    return _strip_label(_text_of(reply.content, record_id, "edited instruction"))
+
+
+def chat_messages(skill: Skill, text: str, instruction: str, answer: str) -> list[dict[str, str]]:
+    """The training example in OpenAI chat format, laid out by the skill's `record.md`."""
+    laid_out = render_messages(skill.prompt("record.md"), text=text, instruction=instruction)
+    return [{"role": role, "content": content} for role, content in laid_out] + [
+        {"role": "assistant", "content": answer}
+    ]
+
+
+# --- helpers ------------------------------------------------------------------------
+def _cap(model_kwargs: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """The agent's own completion cap unless the run sets one."""
+    return {"max_tokens": max_tokens, **model_kwargs}
+
+
+def _text_of(content: Any, record_id: str | None, what: str) -> str:
+    text = content if isinstance(content, str) else json.dumps(content)
+    text = text.strip()
+    if not text:
+        raise UnusableReplyError(f"{record_id or 'record'}: the model gave an empty {what}")
+    return text
+
+
+_LABEL = re.compile(
+    r"^\s*(\*\*)?(task|instruction|question|rewritten task|new task)(\*\*)?\s*:\s*(\*\*)?\s*", re.I
+)
+
+
+def _strip_label(text: str) -> str:
+    """Drop a leading 'Task:'/'Instruction:' label and wrapping quotes the model may add."""
+    text = _LABEL.sub("", text, count=1).strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if not text:
+        raise UnusableReplyError("the model gave only a label, no task", raw=text)
+    return text
+
+
+_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.S)
+
+
+def _json_text(text: str, record_id: str | None, what: str) -> str:
+    """The reply's JSON (fences removed), pretty-printed; not JSON is an error naming the record."""
+    fenced = _FENCE.search(text)
+    candidate = fenced.group(1) if fenced else text
+    try:
+        data = json.loads(candidate)
+    except json.JSONDecodeError as error:
+        raise UnusableReplyError(
+            f"{record_id or 'record'}: {what} is not valid JSON ({error.msg})", raw=text
+        ) from error
+    return json.dumps(data, ensure_ascii=False, indent=1)

@@ -1,0 +1,681 @@
+"""AgentInstruct: seeds become instruction data through three agentic flows.
+
+One graph, three subgraphs (Orca AgentInstruct, arXiv 2407.03502):
+
+1. content_transformation: a router picks transformations of the skill for a
+   seed (all, a random k, or the model's choice) and each transformation agent
+   rewrites the seed into a text suited to the skill;
+2. instruction_generation: per transformed text, instruction types are sampled
+   from the skill's taxonomy, the generator writes each task and its answer,
+   and the judge checks the answer against the text (rejected pairs go to
+   `rejected` with the judge's reasons);
+3. refinement: a suggester-editor pair makes each task harder for up to N
+   rounds; the loop stops early when the judge rejects an edit, and every
+   round's version stays in the record.
+
+Last, near-duplicate instructions are removed by the dedup service. Skills are
+data (`prompts/skills/<skill>/`), so adding one needs no change here.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NotRequired
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from typing_extensions import TypedDict
+
+from synthgraph.agents.agentinstruct import (
+    Skill,
+    answer_instruction,
+    chat_messages,
+    choose_transformations,
+    create_instruction,
+    edit_instruction,
+    judge_answer,
+    list_skills,
+    load_skill,
+    sample_instruction_types,
+    sample_transformations,
+    suggest_refinements,
+    transform_seed,
+)
+from synthgraph.graphs.context import RunContext
+from synthgraph.tools.dedup import DedupService
+from synthgraph.tools.io import content_id
+
+
+# --- context ----------------------------------------------------------------------
+@dataclass
+class AgentInstructContext(RunContext):
+    """Per-run knobs of the AgentInstruct graph."""
+
+    routing: Literal["all", "sample", "llm"] = "sample"
+    """How transformations are picked per seed: all of the skill's, a random k, or the model's choice of k."""
+    transformations_per_seed: int = 1
+    """k for routing 'sample' and 'llm'."""
+    instructions_per_seed: int = 1
+    """Instructions created per seed and skill (spread over its transformed texts)."""
+    refine_rounds: int = 1
+    """Suggester-editor rounds per instruction (0: no refinement)."""
+    min_score: int = 3
+    """Lowest judge score (1-5) an answer needs to be kept."""
+    max_seed_chars: int = 1500
+    """Seeds are cut to this many characters (at a paragraph or line break) before transformation."""
+    sampling_seed: int = 0
+    """Seed of the random choices (transformations, instruction types): same seed, same choices."""
+    dedup_method: Literal["both", "minhash", "embedding", "none"] = "both"
+    """Near-duplicate removal: MinHash then embeddings, one of them, or none."""
+    dedup_threshold: float = 0.9
+    """Similarity at which an instruction counts as a near duplicate of a kept one."""
+    dedup_namespace: str | None = None
+    """Dedup memory shared across invocations (the CLI uses one per run); unset: this invocation only."""
+
+
+# --- state --------------------------------------------------------------------------
+class Seed(TypedDict):
+    id: str
+    text: str
+    source: NotRequired[str]
+
+
+class Transformed(TypedDict):
+    """A seed rewritten by one transformation agent of one skill."""
+
+    seed_id: str
+    seed_source: str
+    skill: str
+    transformation: str
+    text: str
+
+
+class Candidate(TypedDict):
+    """An (instruction, answer) pair on a transformed text, with the judge's verdict."""
+
+    id: str
+    source: Transformed
+    instruction_type: str
+    instruction: str
+    answer: str
+    judge: dict[str, Any]
+
+
+class Rejection(TypedDict):
+    id: str
+    stage: str
+    error: str
+    raw: str | None
+
+
+class AgentInstructInput(TypedDict):
+    seeds: list[Seed]
+    skills: NotRequired[list[str]]
+    """Skill names; missing or empty: every shipped skill."""
+
+
+class AgentInstructOutput(TypedDict):
+    instructions: list[dict[str, Any]]
+    rejected: Annotated[list[Rejection], operator.add]
+
+
+class AgentInstructState(AgentInstructInput, AgentInstructOutput, total=False):
+    jobs: list[TransformationInput]
+    generation_jobs: list[GenerationInput]
+    transformed: Annotated[list[Transformed], operator.add]
+    candidates: Annotated[list[Candidate], operator.add]
+    refined: Annotated[list[dict[str, Any]], operator.add]
+
+
+class TransformationInput(TypedDict):
+    seed: Seed
+    skill: str
+
+
+class TransformationOutput(TypedDict):
+    transformed: Annotated[list[Transformed], operator.add]
+    rejected: Annotated[list[Rejection], operator.add]
+
+
+class TransformationState(TransformationInput, TransformationOutput, total=False):
+    chosen: list[str]
+
+
+class TransformTask(TypedDict):
+    seed: Seed
+    skill: str
+    transformation: str
+
+
+class GenerationInput(TypedDict):
+    source: Transformed
+    count: int
+
+
+class GenerationOutput(TypedDict):
+    candidates: Annotated[list[Candidate], operator.add]
+    rejected: Annotated[list[Rejection], operator.add]
+
+
+class GenerationState(GenerationInput, GenerationOutput, total=False):
+    types: list[str]
+    pairs: list[Candidate]
+
+
+class RefinementInput(TypedDict):
+    candidate: Candidate
+
+
+class RefinementOutput(TypedDict):
+    refined: Annotated[list[dict[str, Any]], operator.add]
+
+
+class RefinementState(RefinementInput, RefinementOutput, total=False):
+    versions: list[dict[str, Any]]
+    suggestions: str
+    draft: dict[str, Any]
+    stopped: bool
+    max_rounds: int
+
+
+# --- helpers -------------------------------------------------------------------------
+def _context(runtime: Runtime[AgentInstructContext]) -> AgentInstructContext:
+    return runtime.context or AgentInstructContext()
+
+
+def _rng(*parts: object) -> random.Random:
+    """A random source fixed by its parts, so resumed and repeated runs choose alike."""
+    return random.Random("/".join(map(str, parts)))
+
+
+def _rejection(
+    record_id: str, stage: str, error: BaseException | str, raw: str | None = None
+) -> Rejection:
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {
+        "id": record_id,
+        "stage": stage,
+        "error": message,
+        "raw": raw or getattr(error, "raw", None),
+    }
+
+
+def excerpt(text: str, max_chars: int) -> str:
+    """The text cut to `max_chars`, at the last paragraph or line break when there is one."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    for marker in ("\n\n", "\n", ". "):
+        at = cut.rfind(marker)
+        if at > max_chars // 2:
+            return cut[:at].rstrip()
+    return cut.rstrip()
+
+
+def _accepted(verdict: dict[str, Any], context: AgentInstructContext) -> bool:
+    return bool(verdict["correct"]) and int(verdict["score"]) >= context.min_score
+
+
+def _judge(
+    skill: Skill,
+    text: str,
+    instruction: str,
+    answer: str,
+    record_id: str,
+    context: AgentInstructContext,
+) -> dict[str, Any]:
+    verdict = judge_answer(
+        skill, text, instruction, answer, record_id=record_id, **context.model_kwargs()
+    )
+    return verdict.model_dump()
+
+
+# --- 1. content transformation flow ------------------------------------------------
+def route(state: TransformationState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """The router: which of the skill's transformations to apply to this seed."""
+    context = _context(runtime)
+    skill = load_skill(state["skill"])
+    seed = state["seed"]
+    k = max(1, context.transformations_per_seed)
+    if context.routing == "all":
+        return {"chosen": list(skill.transformations)}
+    if context.routing == "sample":
+        return {
+            "chosen": sample_transformations(
+                skill, k, _rng(seed["id"], skill.name, context.sampling_seed)
+            )
+        }
+    record_id = f"{seed['id']}/{skill.name}"
+    try:
+        chosen = choose_transformations(
+            skill, seed["text"], k, record_id=record_id, **context.model_kwargs()
+        )
+    except Exception as error:  # the seed's other skills go on
+        return {"chosen": [], "rejected": [_rejection(record_id, "route", error)]}
+    return {"chosen": chosen}
+
+
+def fan_out_transforms(state: TransformationState) -> list[Send]:
+    return [
+        Send("transform", {"seed": state["seed"], "skill": state["skill"], "transformation": name})
+        for name in state.get("chosen", [])
+    ]
+
+
+def transform(task: TransformTask, runtime: Runtime[AgentInstructContext]) -> TransformationOutput:
+    """One content-transformation agent on one seed."""
+    context = _context(runtime)
+    seed, skill = task["seed"], load_skill(task["skill"])
+    record_id = f"{seed['id']}/{skill.name}/{task['transformation']}"
+    try:
+        text = transform_seed(
+            skill,
+            task["transformation"],
+            seed["text"],
+            record_id=record_id,
+            **context.model_kwargs(),
+        )
+    except Exception as error:
+        return {"transformed": [], "rejected": [_rejection(record_id, "transform", error)]}
+    item: Transformed = {
+        "seed_id": seed["id"],
+        "seed_source": seed.get("source", seed["id"]),
+        "skill": skill.name,
+        "transformation": task["transformation"],
+        "text": text,
+    }
+    return {"transformed": [item], "rejected": []}
+
+
+transformation_builder = StateGraph(
+    TransformationState,
+    context_schema=AgentInstructContext,
+    input_schema=TransformationInput,
+    output_schema=TransformationOutput,
+)
+transformation_builder.add_node("route", route)
+transformation_builder.add_node("transform", transform)
+transformation_builder.add_edge(START, "route")
+transformation_builder.add_conditional_edges("route", fan_out_transforms, ["transform"])
+transformation_builder.add_edge("transform", END)
+content_transformation = transformation_builder.compile(name="content_transformation")
+
+
+# --- 2. seed instruction generation flow ------------------------------------------
+def sample_types(state: GenerationState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """Instruction types for this text, drawn from the skill's taxonomy."""
+    context = _context(runtime)
+    source = state["source"]
+    skill = load_skill(source["skill"])
+    rng = _rng(source["seed_id"], skill.name, source["transformation"], context.sampling_seed)
+    return {"types": sample_instruction_types(skill, state["count"], rng)}
+
+
+def create_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """The generator writes one task per sampled type, then answers it from the text."""
+    context = _context(runtime)
+    source = state["source"]
+    skill = load_skill(source["skill"])
+    pairs: list[Candidate] = []
+    rejected: list[Rejection] = []
+    for index, instruction_type in enumerate(state["types"]):
+        record_id = content_id(
+            source["seed_id"], skill.name, source["transformation"], instruction_type, str(index)
+        )
+        try:
+            instruction = create_instruction(
+                skill,
+                source["text"],
+                instruction_type,
+                record_id=record_id,
+                **context.model_kwargs(),
+            )
+            answer = answer_instruction(
+                skill, source["text"], instruction, record_id=record_id, **context.model_kwargs()
+            )
+        except Exception as error:
+            rejected.append(_rejection(record_id, "create", error))
+            continue
+        pairs.append(
+            {
+                "id": record_id,
+                "source": source,
+                "instruction_type": instruction_type,
+                "instruction": instruction,
+                "answer": answer,
+                "judge": {},
+            }
+        )
+    return {"pairs": pairs, "rejected": rejected}
+
+
+def judge_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """The judge checks each answer against the text; rejected pairs keep the judge's reasons."""
+    context = _context(runtime)
+    candidates: list[Candidate] = []
+    rejected: list[Rejection] = []
+    for pair in state.get("pairs", []):
+        skill = load_skill(pair["source"]["skill"])
+        try:
+            verdict = _judge(
+                skill,
+                pair["source"]["text"],
+                pair["instruction"],
+                pair["answer"],
+                pair["id"],
+                context,
+            )
+        except Exception as error:
+            rejected.append(_rejection(pair["id"], "judge", error))
+            continue
+        if _accepted(verdict, context):
+            candidates.append({**pair, "judge": verdict})
+        else:
+            reason = f"judge rejected the answer (correct={verdict['correct']}, score={verdict['score']}): {verdict['reasons']}"
+            rejected.append(
+                _rejection(
+                    pair["id"], "judge", reason, raw=f"{pair['instruction']}\n---\n{pair['answer']}"
+                )
+            )
+    return {"candidates": candidates, "rejected": rejected}
+
+
+generation_builder = StateGraph(
+    GenerationState,
+    context_schema=AgentInstructContext,
+    input_schema=GenerationInput,
+    output_schema=GenerationOutput,
+)
+generation_builder.add_node("sample_types", sample_types)
+generation_builder.add_node("create_pairs", create_pairs)
+generation_builder.add_node("judge_pairs", judge_pairs)
+generation_builder.add_edge(START, "sample_types")
+generation_builder.add_edge("sample_types", "create_pairs")
+generation_builder.add_edge("create_pairs", "judge_pairs")
+generation_builder.add_edge("judge_pairs", END)
+instruction_generation = generation_builder.compile(name="instruction_generation")
+
+
+# --- 3. refinement flow --------------------------------------------------------------
+def start_refinement(
+    state: RefinementState, runtime: Runtime[AgentInstructContext]
+) -> dict[str, Any]:
+    """Round 0 is the judged seed instruction."""
+    candidate = state["candidate"]
+    first = {
+        "round": 0,
+        "instruction": candidate["instruction"],
+        "answer": candidate["answer"],
+        "judge": candidate["judge"],
+        "accepted": True,
+    }
+    return {"versions": [first], "stopped": False, "max_rounds": _context(runtime).refine_rounds}
+
+
+def suggest(state: RefinementState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """The suggester: concrete ways to make the current task harder or more specific."""
+    context = _context(runtime)
+    candidate, current = state["candidate"], _current(state)
+    skill = load_skill(candidate["source"]["skill"])
+    try:
+        suggestions = suggest_refinements(
+            skill,
+            candidate["source"]["text"],
+            current["instruction"],
+            current["answer"],
+            record_id=candidate["id"],
+            **context.model_kwargs(),
+        )
+    except Exception as error:
+        return _failed_round(state, "suggest", error)
+    return {"suggestions": suggestions}
+
+
+def edit(state: RefinementState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """The editor rewrites the task per the suggestions; the generator answers the new task."""
+    context = _context(runtime)
+    candidate, current = state["candidate"], _current(state)
+    skill = load_skill(candidate["source"]["skill"])
+    text = candidate["source"]["text"]
+    try:
+        instruction = edit_instruction(
+            skill,
+            text,
+            current["instruction"],
+            state["suggestions"],
+            record_id=candidate["id"],
+            **context.model_kwargs(),
+        )
+        answer = answer_instruction(
+            skill, text, instruction, record_id=candidate["id"], **context.model_kwargs()
+        )
+    except Exception as error:
+        return _failed_round(state, "edit", error)
+    return {"draft": {"instruction": instruction, "answer": answer}}
+
+
+def judge_edit(state: RefinementState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """The judge checks the edited pair; a rejected edit ends the loop (the last good version stays)."""
+    context = _context(runtime)
+    candidate, draft = state["candidate"], state["draft"]
+    skill = load_skill(candidate["source"]["skill"])
+    version = {"round": len(state["versions"]), "suggestions": state["suggestions"], **draft}
+    try:
+        verdict = _judge(
+            skill,
+            candidate["source"]["text"],
+            draft["instruction"],
+            draft["answer"],
+            candidate["id"],
+            context,
+        )
+    except Exception as error:
+        return _failed_round(state, "judge", error)
+    accepted = _accepted(verdict, context)
+    return {
+        "versions": [*state["versions"], {**version, "judge": verdict, "accepted": accepted}],
+        "stopped": not accepted,
+    }
+
+
+def finish(state: RefinementState) -> RefinementOutput:
+    """The record: the last accepted version as chat messages, with provenance and every round."""
+    candidate = state["candidate"]
+    source = candidate["source"]
+    versions = state["versions"]
+    final = [v for v in versions if v["accepted"]][-1]
+    skill = load_skill(source["skill"])
+    record = {
+        "id": candidate["id"],
+        "messages": chat_messages(skill, source["text"], final["instruction"], final["answer"]),
+        "skill": source["skill"],
+        "transformation": source["transformation"],
+        "instruction_type": candidate["instruction_type"],
+        "refinement_rounds": final["round"],
+        "seed_id": source["seed_id"],
+        "seed_source": source["seed_source"],
+        "seed_skill": f"{source['seed_id']}/{source['skill']}",
+        "instruction": final["instruction"],
+        "judge": {
+            "score": final["judge"]["score"],
+            "correct": final["judge"]["correct"],
+            "reasons": final["judge"]["reasons"],
+        },
+        "transformed_text": source["text"],
+        "versions": versions,
+    }
+    return {"refined": [record]}
+
+
+def _current(state: RefinementState) -> dict[str, Any]:
+    return [v for v in state["versions"] if v["accepted"]][-1]
+
+
+def _failed_round(state: RefinementState, stage: str, error: BaseException) -> dict[str, Any]:
+    """A round that broke is kept as a rejected version; the record keeps its last good one."""
+    failed = {
+        "round": len(state["versions"]),
+        "accepted": False,
+        "error": f"{stage}: {type(error).__name__}: {error}",
+    }
+    return {"versions": [*state["versions"], failed], "stopped": True}
+
+
+def refine_or_finish(state: RefinementState) -> str:
+    """Another round while the judge accepts edits and rounds remain."""
+    rounds_done = len(state["versions"]) - 1
+    if state.get("stopped") or rounds_done >= state["max_rounds"]:
+        return "finish"
+    return "suggest"
+
+
+def edit_or_finish(state: RefinementState) -> str:
+    return "finish" if state.get("stopped") else "edit"
+
+
+def judge_or_finish(state: RefinementState) -> str:
+    return "finish" if state.get("stopped") else "judge_edit"
+
+
+refinement_builder = StateGraph(
+    RefinementState,
+    context_schema=AgentInstructContext,
+    input_schema=RefinementInput,
+    output_schema=RefinementOutput,
+)
+refinement_builder.add_node("start", start_refinement)
+refinement_builder.add_node("suggest", suggest)
+refinement_builder.add_node("edit", edit)
+refinement_builder.add_node("judge_edit", judge_edit)
+refinement_builder.add_node("finish", finish)
+refinement_builder.add_edge(START, "start")
+refinement_builder.add_conditional_edges("start", refine_or_finish, ["suggest", "finish"])
+refinement_builder.add_conditional_edges("suggest", edit_or_finish, ["edit", "finish"])
+refinement_builder.add_conditional_edges("edit", judge_or_finish, ["judge_edit", "finish"])
+refinement_builder.add_conditional_edges("judge_edit", refine_or_finish, ["suggest", "finish"])
+refinement_builder.add_edge("finish", END)
+refinement = refinement_builder.compile(name="refinement")
+
+
+# --- the agentinstruct graph -------------------------------------------------------
+def prepare(state: AgentInstructState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """Check the skills, cut long seeds, and list one job per seed and skill."""
+    context = _context(runtime)
+    skills = state.get("skills") or list_skills()
+    for name in skills:
+        load_skill(name)  # an unknown or malformed skill is the caller's error: raise it
+    jobs: list[TransformationInput] = []
+    rejected: list[Rejection] = []
+    for seed in state["seeds"]:
+        text = seed.get("text")
+        if not isinstance(text, str) or not text.strip():
+            rejected.append(_rejection(str(seed.get("id")), "seed", "the seed has no text"))
+            continue
+        cut: Seed = {**seed, "text": excerpt(text.strip(), context.max_seed_chars)}
+        jobs.extend({"seed": cut, "skill": name} for name in skills)
+    return {"jobs": jobs, "rejected": rejected}
+
+
+def fan_out_seeds(state: AgentInstructState) -> list[Send] | str:
+    return [Send("content_transformation", job) for job in state["jobs"]] or "deduplicate"
+
+
+def plan_instructions(
+    state: AgentInstructState, runtime: Runtime[AgentInstructContext]
+) -> dict[str, Any]:
+    """Join the transformation branches; spread `instructions_per_seed` over each seed-skill's texts."""
+    per_seed = _context(runtime).instructions_per_seed
+    by_job: dict[tuple[str, str], list[Transformed]] = {}
+    for item in state.get("transformed", []):
+        by_job.setdefault((item["seed_id"], item["skill"]), []).append(item)
+    generation_jobs: list[GenerationInput] = []
+    for items in by_job.values():
+        for position, item in enumerate(items):  # round robin
+            count = per_seed // len(items) + (1 if position < per_seed % len(items) else 0)
+            if count:
+                generation_jobs.append({"source": item, "count": count})
+    return {"generation_jobs": generation_jobs}
+
+
+def fan_out_generation(state: AgentInstructState) -> list[Send] | str:
+    return [
+        Send("instruction_generation", job) for job in state["generation_jobs"]
+    ] or "deduplicate"
+
+
+def plan_refinement(state: AgentInstructState) -> dict[str, Any]:
+    """Joins the generation branches."""
+    return {}
+
+
+def fan_out_refinement(state: AgentInstructState) -> list[Send] | str:
+    return [
+        Send("refinement", {"candidate": c}) for c in state.get("candidates", [])
+    ] or "deduplicate"
+
+
+# One dedup memory may be shared by concurrent invocations (the CLI runs several
+# seed jobs at once); the service's stores are not safe for concurrent writers.
+_dedup_lock = threading.Lock()
+
+
+def deduplicate(
+    state: AgentInstructState, runtime: Runtime[AgentInstructContext]
+) -> dict[str, Any]:
+    """Drop instructions too similar to one already kept (in this call or this run)."""
+    context = _context(runtime)
+    records = state.get("refined", [])
+    if context.dedup_method == "none" or not records:
+        return {"instructions": records}
+    namespace = context.dedup_namespace or f"agentinstruct-{uuid.uuid4().hex[:12]}"
+    service = DedupService(
+        namespace, threshold=context.dedup_threshold, method=context.dedup_method
+    )
+    with _dedup_lock:
+        try:
+            result = service.dedup(records, field="instruction")
+        finally:
+            if context.dedup_namespace is None:
+                service.reset()  # a one-off memory: leave nothing behind
+    duplicates = [
+        _rejection(
+            r["id"],
+            "dedup",
+            f"near-duplicate of {r['dedup']['nearest_id']} ({r['dedup']['stage']} similarity {r['dedup']['score']})",
+            raw=r["instruction"],
+        )
+        for r in result.dropped
+    ]
+    return {"instructions": result.kept, "rejected": duplicates}
+
+
+builder = StateGraph(
+    AgentInstructState,
+    context_schema=AgentInstructContext,
+    input_schema=AgentInstructInput,
+    output_schema=AgentInstructOutput,
+)
+builder.add_node("prepare", prepare)
+builder.add_node("content_transformation", content_transformation)
+builder.add_node("plan_instructions", plan_instructions)
+builder.add_node("instruction_generation", instruction_generation)
+builder.add_node("plan_refinement", plan_refinement)
+builder.add_node("refinement", refinement)
+builder.add_node("deduplicate", deduplicate)
+builder.add_edge(START, "prepare")
+builder.add_conditional_edges("prepare", fan_out_seeds, ["content_transformation", "deduplicate"])
+builder.add_edge("content_transformation", "plan_instructions")
+builder.add_conditional_edges(
+    "plan_instructions", fan_out_generation, ["instruction_generation", "deduplicate"]
+)
+builder.add_edge("instruction_generation", "plan_refinement")
+builder.add_conditional_edges("plan_refinement", fan_out_refinement, ["refinement", "deduplicate"])
+builder.add_edge("refinement", "deduplicate")
+builder.add_edge("deduplicate", END)
+
+graph = builder.compile(name="agentinstruct")

@@ -227,3 +227,48 @@ def test_wordless_texts_pass_the_minhash_stage_and_bad_records_fail_clearly() ->
         DedupService("empty", method="minhash").dedup([{"id": "x"}], field="text")
     with pytest.raises(ValueError, match="namespace"):
         DedupService("../escape")
+
+
+# --- CLI and agent tool ------------------------------------------------------------------
+
+
+def test_cli_writes_kept_and_dropped_and_prints_a_summary(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from synthgraph.graphs.cli import app
+
+    source = _write_jsonl(tmp_path / "personas.jsonl", SENTENCES)
+    out = tmp_path / "out" / "kept.parquet"
+    args = ["dedup", str(source), "--field", "persona", "--out", str(out), "--method", "minhash"]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    assert "minhash" in run.stdout and "total" in run.stdout
+    import pandas as pd
+
+    assert pd.read_parquet(out)["id"].tolist() == ["p1", "p2", "p5", "p7"]
+    dropped = list(read_jsonl(tmp_path / "out" / "kept.dropped.jsonl"))
+    assert [(r["id"], r["dedup"]["nearest_id"]) for r in dropped] == [("p3", "p1"), ("p4", "p1"), ("p6", "p2")]
+    # rerunning on the same file keeps nothing; --reset starts over
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert pd.read_parquet(out).empty
+    assert CliRunner().invoke(app, [*args, "--reset"]).exit_code == 0
+    assert len(pd.read_parquet(out)) == 4
+    bad = CliRunner().invoke(app, ["dedup", str(source), "--field", "nope", "--out", str(out)])
+    assert bad.exit_code == 2 and "'nope'" in bad.output
+
+
+def test_agent_tool_stays_in_the_workspace(isolated_settings: Path) -> None:
+    from synthgraph.tools.dedup_tools import dedup_tool
+
+    workspace = isolated_settings
+    workspace.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(workspace / "personas.jsonl", SENTENCES)
+    tool = dedup_tool()
+    answer = tool.invoke(
+        {"input_path": "personas.jsonl", "field": "persona", "output_path": "kept.jsonl", "method": "minhash"}
+    )
+    assert answer.startswith("kept 4 of 7 (minhash dropped 3 of 7)")
+    assert len(list(read_jsonl(workspace / "kept.jsonl"))) == 4
+    assert len(list(read_jsonl(workspace / "kept.dropped.jsonl"))) == 3
+    escape = tool.invoke({"input_path": "../../etc/passwd", "field": "x", "output_path": "o.jsonl"})
+    assert "outside the workspace" in escape

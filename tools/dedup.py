@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from synthgraph.tools.io import InputError, read_jsonl, read_table, write_records
 from synthgraph.tools.minhash import MinHashDeduper, Verify
 
 Method = Literal["minhash", "embedding", "both"]
@@ -292,3 +293,47 @@ class DedupService:
                 embeddings=vectors[start : start + step],
                 metadatas=[{"record_id": record_id} for record_id in batch_ids],
             )
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def default_namespace(field: str) -> str:
+    """The field name, made safe: personas and instructions do not share a memory by default."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", field).strip("-_.")[:100] or "default"
+
+
+def dropped_path(out: Path) -> Path:
+    """Where dropped records go: `<out stem>.dropped.jsonl` beside `out`."""
+    return out.with_name(f"{out.stem}.dropped.jsonl")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL, Parquet or CSV file."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+        return list(read_jsonl(path))
+    return read_table(path).to_dict("records")
+
+
+def dedup_file(
+    service: DedupService,
+    input_path: Path,
+    field: str,
+    out: Path,
+    id_field: str = "id",
+    reset: bool = False,
+) -> DedupResult:
+    """Dedup a file: kept records to `out` (.jsonl or .parquet), dropped to `dropped_path(out)`."""
+    if out.suffix.lower() not in {".jsonl", ".ndjson", ".parquet"}:
+        raise InputError(f"{out}: the output must be .jsonl or .parquet")
+    records = read_records(input_path)
+    if records and not any(field in r for r in records[:100]):
+        raise InputError(f"{input_path}: no field {field!r} (fields: {', '.join(map(str, records[0]))})")
+    if reset:
+        service.reset()
+    result = service.dedup(records, field=field, id_field=id_field)
+    write_records(result.kept, out)
+    write_records(result.dropped, dropped_path(out))
+    return result

@@ -123,16 +123,6 @@ from synthgraph.graphs.dedup_cli import dedup_command  # noqa: E402
 
 app.command("dedup")(dedup_command)
 
-from synthgraph.graphs.personas_cli import personas_command, synthesize_command  # noqa: E402
-
-app.command("personas")(personas_command)
-app.command("synthesize")(synthesize_command)
-
-from synthgraph.graphs.agentinstruct_cli import instruct_command, instruct_export_command  # noqa: E402
-
-app.command("instruct")(instruct_command)
-app.command("instruct-export")(instruct_export_command)
-
 
 def main() -> None:
     app()

@@ -123,6 +123,11 @@ from synthgraph.graphs.dedup_cli import dedup_command  # noqa: E402
 
 app.command("dedup")(dedup_command)
 
+from synthgraph.graphs.personas_cli import personas_command, synthesize_command  # noqa: E402
+
+app.command("personas")(personas_command)
+app.command("synthesize")(synthesize_command)
+
 
 def main() -> None:
     app()

@@ -1,0 +1,246 @@
+"""Personas graph: Text-to-Persona, then rounds of Persona-to-Persona, then dedup.
+
+PersonaHub (arXiv 2406.20094) in one state machine:
+
+    START ─Send per text─▶ text_to_persona ─▶ plan_round ─Send per (persona, relation)─▶ persona_to_persona
+                                                  ▲                                              │
+                                                  └──────────────────────────────────────────────┘
+                                              plan_round ─(rounds done)─▶ dedup ─▶ END
+
+Every persona record carries `id` (content-derived), `persona`, `role`,
+`domain`, `source_id` (the text or the parent persona), `input_id` (the text
+at the root of its tree), `relation` (None for text-derived), `round` and,
+after the dedup node, `dedup` (stage, kept, nearest_id, score).
+A reply that never validates becomes an entry in `rejects`, not a failed run.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, NotRequired
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from typing_extensions import TypedDict
+
+from synthgraph.agents.llm import StructuredOutputError
+from synthgraph.agents.personas import PersonaDraft, call_seed, personas_from_text, related_persona
+from synthgraph.graphs.context import RunContext
+from synthgraph.tools.dedup import DedupResult, DedupService, ProgressCallback
+from synthgraph.tools.io import content_id
+
+DEFAULT_RELATIONS = ("colleague", "student", "customer")
+
+
+# --- state ----------------------------------------------------------------------
+class InputText(TypedDict):
+    id: str
+    text: str
+
+
+class PersonasInput(TypedDict):
+    texts: list[InputText]
+    seed_personas: NotRequired[list[dict[str, Any]]]
+    """Persona records to expand (e.g. from an earlier run); they are not output again."""
+
+
+class PersonasOutput(TypedDict):
+    personas: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]
+    rejects: list[dict[str, Any]]
+
+
+class PersonasState(PersonasInput, total=False):
+    generated: Annotated[list[dict[str, Any]], operator.add]
+    rejects: Annotated[list[dict[str, Any]], operator.add]
+    frontier: list[dict[str, Any]]
+    seen: int
+    round: int
+    personas: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]
+
+
+class TextTask(TypedDict):
+    text: InputText
+
+
+class ExpandTask(TypedDict):
+    parent: dict[str, Any]
+    relation: str
+
+
+@dataclass
+class PersonasContext(RunContext):
+    """Per-run knobs of the personas graph (Studio shows them as a form)."""
+
+    personas_per_text: int = 1
+    """How many personas to infer from each text."""
+    relations: list[str] = field(default_factory=lambda: list(DEFAULT_RELATIONS))
+    """Interpersonal relations to expand each persona along."""
+    expand_rounds: int = 1
+    """Persona-to-Persona rounds (0: text-derived personas only; the paper goes up to 6)."""
+    expand_limit: int | None = None
+    """At most this many personas expanded per round (None: all of them)."""
+    max_text_chars: int = 1200
+    """Longer texts are clipped before prompting (small models, short contexts)."""
+    dedup: bool = True
+    """Run the two-stage dedup at the end (the CLI dedups in its own stage instead)."""
+    namespace: str = "personas"
+    """Dedup memory: personas are compared with everything kept before in this namespace."""
+    threshold: float = 0.9
+    """Dedup threshold: Jaccard for MinHash, cosine for embeddings."""
+    seed: int | None = 0
+    """Base sampling seed mixed with each input's id, so reruns sample the same; None: unseeded."""
+
+    def call_kwargs(self, *parts: str) -> dict[str, Any]:
+        """Model overrides for one call: temperature, max tokens and a content-derived seed."""
+        kwargs: dict[str, Any] = dict(self.model_kwargs())
+        if self.seed is not None:
+            kwargs["seed"] = call_seed(str(self.seed), *parts)
+        return kwargs
+
+
+def persona_record(
+    draft: PersonaDraft, *, source_id: str, input_id: str, relation: str | None, round: int
+) -> dict[str, Any]:
+    persona = " ".join(draft.persona.split())
+    return {
+        "id": content_id(persona, source_id, relation or ""),
+        "persona": persona,
+        "role": draft.role.strip(),
+        "domain": draft.domain.strip(),
+        "source_id": source_id,
+        "input_id": input_id,
+        "relation": relation,
+        "round": round,
+    }
+
+
+def dedup_personas(
+    records: list[dict[str, Any]],
+    namespace: str,
+    threshold: float,
+    progress: ProgressCallback | None = None,
+) -> DedupResult:
+    """Two-stage dedup of persona records against the namespace's persistent memory."""
+    service = DedupService(namespace=namespace, threshold=threshold, progress=progress)
+    return service.dedup(records, field="persona")
+
+
+def _context(runtime: Runtime[PersonasContext]) -> PersonasContext:
+    return runtime.context or PersonasContext()
+
+
+def _reject(record_id: str, stage: str, error: Exception) -> dict[str, Any]:
+    return {
+        "id": record_id,
+        "stage": stage,
+        "error": f"{type(error).__name__}: {error}",
+        "raw": getattr(error, "raw", None),
+    }
+
+
+# --- nodes ----------------------------------------------------------------------
+def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    context = _context(runtime)
+    text = task["text"]
+    try:
+        drafts = personas_from_text(
+            text["text"],
+            context.personas_per_text,
+            record_id=text["id"],
+            max_chars=context.max_text_chars,
+            **context.call_kwargs("text", text["id"]),
+        )
+    except (StructuredOutputError, ValueError) as error:
+        return {"rejects": [_reject(text["id"], "text_to_persona", error)]}
+    records: dict[str, dict[str, Any]] = {}
+    for draft in drafts:  # the same persona twice in one reply is one persona
+        record = persona_record(
+            draft, source_id=text["id"], input_id=text["id"], relation=None, round=0
+        )
+        records.setdefault(record["id"], record)
+    return {"generated": list(records.values())}
+
+
+def plan_round(state: PersonasState) -> dict[str, Any]:
+    """Fan-in after each round: the personas made in it become the next frontier."""
+    generated = state.get("generated", [])
+    newest = generated[state.get("seen", 0) :]
+    finished = state.get("round", -1) + 1  # 0 after Text-to-Persona, r after expansion round r
+    frontier = [*state.get("seed_personas", []), *newest] if finished == 0 else newest
+    return {"frontier": frontier, "seen": len(generated), "round": finished}
+
+
+def persona_to_persona(task: ExpandTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    context = _context(runtime)
+    parent, relation = task["parent"], task["relation"]
+    try:
+        draft = related_persona(
+            parent["persona"],
+            relation,
+            record_id=parent["id"],
+            **context.call_kwargs("expand", parent["id"], relation),
+        )
+    except (StructuredOutputError, ValueError) as error:
+        return {"rejects": [_reject(f"{parent['id']}:{relation}", "persona_to_persona", error)]}
+    record = persona_record(
+        draft,
+        source_id=parent["id"],
+        input_id=parent.get("input_id", parent["id"]),
+        relation=relation,
+        round=parent.get("round", 0) + 1,
+    )
+    return {"generated": [record]}
+
+
+def dedup(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    context = _context(runtime)
+    generated = state.get("generated", [])
+    if not context.dedup or not generated:
+        return {"personas": generated, "dropped": []}
+    result = dedup_personas(generated, context.namespace, context.threshold)
+    return {"personas": result.kept, "dropped": result.dropped}
+
+
+# --- edges ----------------------------------------------------------------------
+def fan_out_texts(state: PersonasState) -> list[Send] | str:
+    texts = state.get("texts", [])
+    if not texts:
+        return "plan_round"
+    return [Send("text_to_persona", {"text": text}) for text in texts]
+
+
+def fan_out_relations(state: PersonasState, runtime: Runtime[PersonasContext]) -> list[Send] | str:
+    context = _context(runtime)
+    frontier = state.get("frontier", [])
+    if state.get("round", 0) >= context.expand_rounds or not frontier or not context.relations:
+        return "dedup"
+    if context.expand_limit is not None:
+        frontier = frontier[: context.expand_limit]
+    return [
+        Send("persona_to_persona", {"parent": parent, "relation": relation})
+        for parent in frontier
+        for relation in context.relations
+    ]
+
+
+builder = StateGraph(
+    PersonasState,
+    context_schema=PersonasContext,
+    input_schema=PersonasInput,
+    output_schema=PersonasOutput,
+)
+builder.add_node("text_to_persona", text_to_persona)
+builder.add_node("plan_round", plan_round)
+builder.add_node("persona_to_persona", persona_to_persona)
+builder.add_node("dedup", dedup)
+builder.add_conditional_edges(START, fan_out_texts, ["text_to_persona", "plan_round"])
+builder.add_edge("text_to_persona", "plan_round")
+builder.add_conditional_edges("plan_round", fan_out_relations, ["persona_to_persona", "dedup"])
+builder.add_edge("persona_to_persona", "plan_round")
+builder.add_edge("dedup", END)
+
+graph = builder.compile(name="personas")

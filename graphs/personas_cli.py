@@ -1,0 +1,371 @@
+"""`synthgraph personas` and `synthgraph synthesize`: the two graphs over whole corpora.
+
+`personas_job` runs in two resumable stages inside one run folder:
+
+1. generate — one personas-graph run per input text (its personas and all
+   their expansions), checkpointed in `checkpoint.sqlite` under a thread per
+   text, and appended to `generated.jsonl` in one write: a text is done when
+   its records are there, so a killed run redoes only unfinished texts, and
+   resumes those from their last finished round.
+2. dedup — every generated record not yet judged goes through the two-stage
+   dedup service; winners go to `personas.jsonl`, losers to `dropped.jsonl`.
+
+`synthesis_job` writes `items.jsonl`, one append per persona.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from synthgraph.agents.personas import TASKS, bundled_few_shot, load_few_shot
+from synthgraph.graphs.batch import run_batch
+from synthgraph.graphs.cli_support import console, fail, progress, stdout, table
+from synthgraph.graphs.personas import DEFAULT_RELATIONS, PersonasContext, builder, dedup_personas
+from synthgraph.graphs.synthesis import SynthesisContext
+from synthgraph.graphs.synthesis import graph as synthesis_graph
+from synthgraph.tools.io import InputError, TextRecord, load_texts, read_jsonl
+from synthgraph.tools.log import get_logger
+from synthgraph.tools.runs import Run, RunError
+from synthgraph.tools.settings import get_settings
+
+log = get_logger(__name__)
+GENERATED = "generated.jsonl"
+PERSONAS = "personas.jsonl"
+DROPPED = "dropped.jsonl"
+ITEMS = "items.jsonl"
+
+
+# --- personas -------------------------------------------------------------------
+@dataclass
+class PersonasSummary:
+    run_dir: str
+    texts: int = 0
+    generated: int = 0
+    kept: int = 0
+    dropped: int = 0
+    rejects: int = 0
+    stages: list[list[Any]] = field(default_factory=list)
+    """Rows [stage, checked, kept, dropped] of this attempt's dedup."""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def personas_job(
+    source: Path,
+    out: Path | None,
+    *,
+    context: PersonasContext | None = None,
+    max_records: int | None = None,
+    resume: str | None = None,
+    text_field: str = "text",
+    id_field: str = "id",
+    show_progress: bool = True,
+) -> PersonasSummary:
+    """Texts → personas (+ expansions) → dedup, in a run folder. Raises InputError / RunError."""
+    context = context or PersonasContext()
+    texts, problems = load_texts(source, text_field=text_field, id_field=id_field)
+    config = {"input": str(source), "max_records": max_records, "context": asdict(context)}
+    run = Run.open("personas", out=out, resume=resume, config=config)
+    if resume:  # a resumed run keeps the knobs it started with
+        context = PersonasContext(**run.manifest["config"]["context"])
+        max_records = run.manifest["config"]["max_records"]
+    if max_records is not None:
+        texts = texts[:max_records]
+    context.dedup = False  # stage 2 below dedups the whole corpus at once
+    already = run.rejected_ids()
+    for problem in problems:
+        if problem.record not in already:
+            run.rejects.reject(problem.record, "input", problem.cause)
+
+    started = time.monotonic()
+    generated = _generate(run, texts, context, show_progress)
+    run.timing("generate", time.monotonic() - started)
+
+    started = time.monotonic()
+    stages = _dedup_stage(run, context, show_progress)
+    run.timing("dedup", time.monotonic() - started)
+
+    summary = PersonasSummary(
+        run_dir=str(run.root),
+        texts=len(texts),
+        generated=generated,
+        kept=len(run.done(PERSONAS)),
+        dropped=sum(1 for _ in read_jsonl(run.path(DROPPED))) if run.path(DROPPED).exists() else 0,
+        stages=stages,
+    )
+    run.finish(
+        texts=summary.texts, generated=summary.generated, kept=summary.kept, dropped=summary.dropped
+    )
+    summary.rejects = run.manifest["counts"]["rejects"]
+    summary.seconds = dict(run.manifest["timings"])
+    return summary
+
+
+def _generate(
+    run: Run, texts: list[TextRecord], context: PersonasContext, show_progress: bool
+) -> int:
+    """Stage 1: one checkpointed graph run per text; returns the records in generated.jsonl."""
+    max_concurrency = get_settings().max_concurrency
+    with run.checkpointer() as saver:
+        personas_graph = builder.compile(checkpointer=saver, name="personas")
+
+        def process(text: TextRecord) -> list[dict[str, Any]]:
+            config = run.graph_config(
+                configurable={"thread_id": f"{run.id}:{text.id}"}, max_concurrency=max_concurrency
+            )
+            snapshot = personas_graph.get_state(config)
+            if snapshot.next:  # killed mid-way: continue from the last finished round
+                result = personas_graph.invoke(None, config, context=context)
+            elif "personas" in snapshot.values:  # finished, but killed before the write
+                result = snapshot.values
+            else:
+                payload = {"texts": [{"id": text.id, "text": text.text}]}
+                result = personas_graph.invoke(payload, config, context=context)
+            rejects = result.get("rejects", [])
+            if any(r["id"] == text.id for r in rejects):
+                failed = next(r for r in rejects if r["id"] == text.id)
+                raise ValueError(f"no persona from {text.source}: {failed['error']}")
+            known = run.rejected_ids()
+            for reject in rejects:  # expansions that failed; the rest of the tree is kept
+                if reject["id"] not in known:
+                    run.rejects.reject(
+                        reject["id"], reject["stage"], reject["error"], reject.get("raw")
+                    )
+            return [
+                {**record, "source": text.source} if record["round"] == 0 else record
+                for record in result["personas"]
+            ]
+
+        run_batch(
+            run, texts, process, item_id=lambda t: t.id, output=GENERATED, done_field="input_id",
+            stage="generate", description="personas", show_progress=show_progress,
+        )  # fmt: skip
+    return sum(1 for _ in read_jsonl(run.path(GENERATED))) if run.path(GENERATED).exists() else 0
+
+
+def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> list[list[Any]]:
+    """Stage 2: judge every generated record not yet in personas.jsonl or dropped.jsonl."""
+    if not run.path(GENERATED).exists():
+        return []
+    judged = run.done(PERSONAS) | run.done(DROPPED)
+    pending: dict[str, dict[str, Any]] = {}
+    for record in read_jsonl(run.path(GENERATED)):
+        if record["id"] not in judged:
+            pending.setdefault(record["id"], record)
+    if not pending:
+        return []
+    # The dedup memory is written before our files: if a kill lands between the
+    # two, these records meet themselves on resume. Remember who was in flight.
+    in_flight = set(run.manifest.get("dedup_in_flight", []))
+    run.manifest["dedup_in_flight"] = list(pending)
+    run.save_manifest()
+
+    with progress(transient=not show_progress) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"dedup ({stage})", total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = dedup_personas(
+            list(pending.values()), context.namespace, context.threshold, progress=report
+        )
+
+    kept, dropped = list(result.kept), []
+    for record in result.dropped:
+        verdict = record["dedup"]
+        if verdict["nearest_id"] == record["id"] and record["id"] in in_flight:
+            kept.append(
+                {**record, "dedup": {**verdict, "kept": True, "nearest_id": None, "score": None}}
+            )
+        else:
+            dropped.append(record)
+    with run.writer(PERSONAS) as personas, run.writer(DROPPED) as losers:
+        personas.write_many(kept)
+        losers.write_many(dropped)
+    run.manifest["dedup_in_flight"] = []
+    run.save_manifest()
+    return result.summary_rows()
+
+
+# --- synthesis --------------------------------------------------------------------
+@dataclass
+class SynthesisSummary:
+    run_dir: str
+    personas: int = 0
+    items: int = 0
+    rejects: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def synthesis_job(
+    personas_file: Path,
+    out: Path | None,
+    *,
+    context: SynthesisContext | None = None,
+    max_records: int | None = None,
+    resume: str | None = None,
+    show_progress: bool = True,
+) -> SynthesisSummary:
+    """Personas × task → items.jsonl in a run folder, one append per persona."""
+    context = context or SynthesisContext()
+    if context.task not in TASKS:
+        raise InputError(f"unknown task {context.task!r}: use one of {', '.join(TASKS)}")
+    if context.few_shot_file:
+        load_few_shot(
+            context.few_shot_file, context.task
+        )  # a bad examples file fails before any call
+    personas, problems = load_texts(personas_file, text_field="persona", id_field="id")
+    config = {
+        "personas": str(personas_file),
+        "max_records": max_records,
+        "context": asdict(context),
+    }
+    run = Run.open("synthesis", out=out, resume=resume, config=config)
+    if resume:  # a resumed run keeps the knobs it started with
+        context = SynthesisContext(**run.manifest["config"]["context"])
+        max_records = run.manifest["config"]["max_records"]
+    if max_records is not None:
+        personas = personas[:max_records]
+    already = run.rejected_ids()
+    for problem in problems:
+        if problem.record not in already:
+            run.rejects.reject(problem.record, "input", problem.cause)
+    max_concurrency = get_settings().max_concurrency
+
+    def process(persona: TextRecord) -> list[dict[str, Any]]:
+        payload = {"personas": [{"id": persona.id, "persona": persona.text}]}
+        result = synthesis_graph.invoke(
+            payload, {"max_concurrency": max_concurrency}, context=context
+        )
+        if not result.get("items"):
+            errors = "; ".join(r["error"] for r in result.get("rejects", []))
+            raise ValueError(f"no {context.task} item for persona {persona.id}: {errors}")
+        known = run.rejected_ids()
+        for reject in result.get("rejects", []):
+            if reject["id"] not in known:
+                run.rejects.reject(
+                    reject["id"], reject["stage"], reject["error"], reject.get("raw")
+                )
+        return result["items"]
+
+    started = time.monotonic()
+    run_batch(
+        run, personas, process, item_id=lambda p: p.id, output=ITEMS, done_field="persona_id",
+        stage=f"synthesize.{context.task}", description=f"{context.task} items", show_progress=show_progress,
+    )  # fmt: skip
+    run.timing("synthesize", time.monotonic() - started)
+    items = sum(1 for _ in read_jsonl(run.path(ITEMS))) if run.path(ITEMS).exists() else 0
+    run.finish(personas=len(personas), items=items)
+    return SynthesisSummary(
+        run_dir=str(run.root),
+        personas=len(personas),
+        items=items,
+        rejects=run.manifest["counts"]["rejects"],
+        seconds=dict(run.manifest["timings"]),
+    )
+
+
+# --- commands ----------------------------------------------------------------------
+def personas_command(
+    source: Annotated[
+        Path, typer.Argument(help="A folder of .txt/.md files, a JSONL, CSV or Parquet file.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/<id>).")
+    ] = None,
+    expand_rounds: Annotated[
+        int, typer.Option(min=0, max=6, help="Persona-to-Persona rounds.")
+    ] = 1,
+    relations: Annotated[
+        str, typer.Option(help="Comma-separated relations to expand along.")
+    ] = ",".join(DEFAULT_RELATIONS),
+    per_text: Annotated[
+        int, typer.Option("--per-text", min=1, max=5, help="Personas inferred per text.")
+    ] = 1,
+    expand_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Expand at most this many personas per round and text."),
+    ] = None,
+    max_records: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N input texts.")
+    ] = None,
+    text_field: Annotated[
+        str, typer.Option(help="Text column/field of JSONL, CSV or Parquet input.")
+    ] = "text",
+    id_field: Annotated[
+        str, typer.Option(help="Id column/field (default: content-derived ids).")
+    ] = "id",
+    namespace: Annotated[str, typer.Option(help="Dedup memory shared by runs.")] = "personas",
+    threshold: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Dedup threshold (both stages).")
+    ] = 0.9,
+    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
+) -> None:
+    """Infer personas from texts, expand them through relations, dedup them (PersonaHub)."""
+    names = [r.strip() for r in relations.split(",") if r.strip()]
+    if expand_rounds and not names:
+        fail("--relations is empty: name at least one relation (e.g. colleague,student)")
+    context = PersonasContext(
+        personas_per_text=per_text, relations=names, expand_rounds=expand_rounds,
+        expand_limit=expand_limit, namespace=namespace, threshold=threshold,
+    )  # fmt: skip
+    try:
+        summary = personas_job(
+            source, out, context=context, max_records=max_records, resume=resume,
+            text_field=text_field, id_field=id_field,
+        )  # fmt: skip
+    except (InputError, RunError, ValueError) as error:
+        fail(str(error))
+    console.print(
+        f"[green]done[/] {summary.run_dir}: {summary.kept} personas kept, {summary.dropped} dropped"
+    )
+    stdout.print(table("dedup", ["stage", "checked", "kept", "dropped"], summary.stages))
+    rows = [
+        ["texts", summary.texts], ["generated", summary.generated], ["kept", summary.kept],
+        ["dropped", summary.dropped], ["rejects", summary.rejects],
+        *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
+    ]  # fmt: skip
+    stdout.print(table("personas", ["", "count"], rows))
+
+
+def synthesize_command(
+    personas: Annotated[
+        Path, typer.Option("--personas", help="personas.jsonl (fields id, persona).")
+    ],
+    task: Annotated[str, typer.Option(help=f"One of: {', '.join(TASKS)}.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/<id>).")
+    ] = None,
+    per_persona: Annotated[int, typer.Option(min=1, max=20, help="Items per persona.")] = 1,
+    few_shot: Annotated[
+        str | None,
+        typer.Option(help="JSONL of example items, or 'bundled' for the shipped examples."),
+    ] = None,
+    max_records: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N personas.")
+    ] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
+) -> None:
+    """Write task items (math, instruction, knowledge, npc, tool) from each persona's view."""
+    if task not in TASKS:
+        fail(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    few_shot_file = str(bundled_few_shot(task)) if few_shot == "bundled" else few_shot
+    context = SynthesisContext(task=task, per_persona=per_persona, few_shot_file=few_shot_file)
+    try:
+        summary = synthesis_job(
+            personas, out, context=context, max_records=max_records, resume=resume
+        )
+    except (InputError, RunError, ValueError) as error:
+        fail(str(error))
+    rows = [
+        ["personas", summary.personas], ["items", summary.items], ["rejects", summary.rejects],
+        *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
+    ]  # fmt: skip
+    console.print(f"[green]done[/] {summary.run_dir}/{ITEMS}")
+    stdout.print(table(f"synthesize {task}", ["", "count"], rows))

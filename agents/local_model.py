@@ -190,6 +190,16 @@ def server_alive(base_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def server_listening(base_url: str, timeout: float = 2.0) -> bool:
+    """The server at `base_url` accepts TCP connections."""
+    url = httpx.URL(base_url)
+    try:
+        with socket.create_connection((url.host, url.port or 80), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class LocalServer:
     """One `llama_cpp.server` subprocess on loopback."""
 
@@ -324,9 +334,10 @@ def local_endpoint(model_path: Path | None = None, settings: Settings | None = N
         if server and server.process and server.process.poll() is None:
             return Endpoint(server.base_url, server.alias, path)
         registered = _read_registry(settings).get(str(path))
-        # A busy llama.cpp server answers /models only between completions: wait for
-        # it rather than start a second server on the same cores.
-        if registered and server_alive(str(registered["base_url"]), timeout=settings.timeout):
+        # A busy llama.cpp server answers /models only after every queued completion
+        # (minutes under load): a listening port is enough to reuse it rather than
+        # start a second server on the same cores.
+        if registered and server_listening(str(registered["base_url"])):
             return Endpoint(str(registered["base_url"]), str(registered["alias"]), path)
         server = LocalServer(path, settings).start()
         _servers[path] = server

@@ -114,9 +114,8 @@ class RejectsWriter(JsonlWriter):
         )
 
 
-def read_jsonl(path: Path | str) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file; a malformed line raises `InputError` naming it."""
-    path = Path(path)
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None, bool]]:
+    """(line number, record or None, problem or None, is the file's last, unterminated line)."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -124,12 +123,24 @@ def read_jsonl(path: Path | str) -> Iterator[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                if not line.endswith("\n"):
-                    return  # a torn last line from a killed writer: not data
-                raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+                yield number, None, f"not valid JSON ({error.msg})", not line.endswith("\n")
+                continue
             if not isinstance(record, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield record
+                yield number, None, f"expected a JSON object, got {type(record).__name__}", False
+                continue
+            yield number, record, None, False
+
+
+def read_jsonl(path: Path | str) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file; a malformed line raises `InputError` naming it."""
+    path = Path(path)
+    for number, record, problem, torn in _jsonl_lines(path):
+        if torn:
+            return  # a torn last line from a killed writer: not data
+        if problem:
+            raise InputError(f"{path}:{number}: {problem}")
+        assert record is not None
+        yield record
 
 
 def done_ids(path: Path | str, id_field: str = "id") -> set[str]:
@@ -277,16 +288,8 @@ def load_texts(
 
 
 def _jsonl_rows(path: Path, problems: list[InputProblem]) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                problems.append(InputProblem(f"line {number}", f"not valid JSON ({error.msg})"))
-                continue
-            if not isinstance(row, dict):
-                problems.append(InputProblem(f"line {number}", "not a JSON object"))
-                continue
-            yield f"line {number}", row
+    for number, record, problem, _ in _jsonl_lines(path):
+        if record is None:
+            problems.append(InputProblem(f"line {number}", problem or "unreadable"))
+        else:
+            yield f"line {number}", record

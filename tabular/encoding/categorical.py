@@ -1,0 +1,87 @@
+"""Categorical columns: one sub-column whose tokens are the frequent values.
+
+Token 0 is "missing", token 1 is the protected rare token, tokens 2.. are the
+values that occur at least `rare_min_count` times, most frequent first. A value
+seen fewer times is never stored in the statistics, so a model can never
+reproduce it: it comes back as `RARE_VALUE` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MISSING = 0
+RARE = 1
+FIRST_VALUE = 2
+RARE_VALUE = "_RARE_"
+SUB = "cat"
+
+
+def _as_key(value: Any) -> Any:
+    """Values are stored as JSON scalars: booleans stay booleans, the rest become strings."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    return str(value)
+
+
+def analyze(values: pd.Series, rare_min_count: int = 5) -> dict[str, Any]:
+    present = values.dropna()
+    counts = present.map(_as_key).value_counts(sort=True)
+    frequent = [key for key, count in counts.items() if count >= rare_min_count]
+    return {
+        "kind": "categorical",
+        "dtype": str(values.dtype),
+        "categories": frequent,
+        "has_missing": bool(values.isna().any()),
+        "has_rare": bool(len(frequent) < len(counts)),
+    }
+
+
+def sub_columns(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    suppress = []
+    if not stats["has_missing"]:
+        suppress.append(MISSING)
+    if not stats["has_rare"]:
+        suppress.append(RARE)
+    return [
+        {
+            "name": SUB,
+            "cardinality": FIRST_VALUE + len(stats["categories"]),
+            "suppress": suppress,
+            "missing": MISSING,
+        }
+    ]
+
+
+def encode(values: pd.Series, stats: dict[str, Any]) -> dict[str, np.ndarray]:
+    token_of = {key: FIRST_VALUE + i for i, key in enumerate(stats["categories"])}
+    missing = values.isna().to_numpy()
+    keys = values.map(lambda v: None if pd.isna(v) else _as_key(v))
+    codes = keys.map(lambda k: token_of.get(k, RARE)).to_numpy(dtype=np.int64, copy=True)
+    codes[missing] = MISSING
+    return {SUB: codes}
+
+
+def decode(
+    codes: dict[str, np.ndarray], stats: dict[str, Any], rng: np.random.Generator
+) -> pd.Series:
+    tokens = codes[SUB]
+    lookup = np.empty(FIRST_VALUE + len(stats["categories"]), dtype=object)
+    lookup[MISSING] = None
+    lookup[RARE] = RARE_VALUE
+    lookup[FIRST_VALUE:] = stats["categories"]
+    decoded = pd.Series(lookup[tokens], dtype=object)
+    dtype = stats["dtype"]
+    if dtype == "bool":
+        # A boolean column can only hold missing values if training had them.
+        return decoded.astype("boolean") if decoded.isna().any() else decoded.astype(bool)
+    if dtype == "boolean":
+        return decoded.astype("boolean")
+    if dtype == "category":
+        return decoded.astype("category")
+    if dtype == "str" or dtype.startswith("string"):
+        return decoded.astype(dtype)
+    return decoded

@@ -1,0 +1,163 @@
+"""One training loop for both the flat and the sequential model.
+
+The loop only knows items (rows or entities) and a loss function over a batch of
+item indices. It owns what both models share: the validation split, AdamW with a
+plateau learning-rate schedule, early stopping that restores the best weights,
+epoch and wall-clock limits, the progress callback and seeding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+LossFunction = Callable[[np.ndarray, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 100
+    max_minutes: float | None = None
+    batch_size: int | None = None
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
+    val_fraction: float = 0.1
+    patience: int = 4
+    seed: int | None = 0
+    num_threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def auto_batch_size(n_items: int, cap: int = 1024) -> int:
+    """About 40 steps per epoch on small data, at most `cap` items per step."""
+    return int(min(cap, max(16, 2 ** math.floor(math.log2(max(n_items // 40, 1))))))
+
+
+def seed_everything(seed: int | None) -> np.random.Generator:
+    if seed is not None:
+        torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def train(
+    module: nn.Module,
+    n_items: int,
+    loss_of: LossFunction,
+    config: TrainConfig,
+    progress: ProgressCallback | None = None,
+    batch_cap: int = 1024,
+) -> dict[str, Any]:
+    """Train `module` in place; return a summary (epochs, losses, stop reason)."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    rng = seed_everything(config.seed)
+    started = time.monotonic()
+    deadline = started + config.max_minutes * 60 if config.max_minutes else math.inf
+
+    shuffled = rng.permutation(n_items)
+    n_val = round(n_items * config.val_fraction) if n_items >= 10 else 0
+    val_items, train_items = shuffled[:n_val], shuffled[n_val:]
+    batch_size = config.batch_size or auto_batch_size(len(train_items), batch_cap)
+    steps_per_epoch = max(1, math.ceil(len(train_items) / batch_size))
+
+    optimizer = torch.optim.AdamW(
+        module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
+    order_generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    val_seed = int(rng.integers(2**31))
+
+    best_loss, best_state, best_epoch = math.inf, None, 0
+    history: list[dict[str, float]] = []
+    stop_reason = "max_epochs"
+    epoch = 0
+    for epoch in range(1, config.max_epochs + 1):
+        module.train()
+        epoch_items = rng.permutation(train_items)
+        running = 0.0
+        timed_out = False
+        for step in range(steps_per_epoch):
+            batch = epoch_items[step * batch_size : (step + 1) * batch_size]
+            if len(batch) == 0:
+                continue
+            loss = loss_of(batch, order_generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+            optimizer.step()
+            running += loss.item()
+            if progress is not None:
+                progress(
+                    {
+                        "epoch": epoch,
+                        "max_epochs": config.max_epochs,
+                        "step": step + 1,
+                        "steps_per_epoch": steps_per_epoch,
+                        "train_loss": running / (step + 1),
+                    }
+                )
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+        train_loss = running / max(step + 1, 1)
+        val_loss = (
+            _evaluate(module, val_items, batch_size, loss_of, val_seed) if n_val else train_loss
+        )
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        if progress is not None:
+            progress(
+                {
+                    "epoch": epoch,
+                    "max_epochs": config.max_epochs,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                }
+            )
+        scheduler.step(val_loss)
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(module.state_dict())
+        if timed_out:
+            stop_reason = "max_minutes"
+            break
+        if epoch - best_epoch >= config.patience:
+            stop_reason = "early_stopping"
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return {
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        "stop_reason": stop_reason,
+        "batch_size": batch_size,
+        "seconds": round(time.monotonic() - started, 2),
+        "history": history,
+    }
+
+
+@torch.no_grad()
+def _evaluate(
+    module: nn.Module, items: np.ndarray, batch_size: int, loss_of: LossFunction, seed: int
+) -> float:
+    """Validation loss with the same column orders every epoch, so epochs compare."""
+    module.eval()
+    generator = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        total += float(loss_of(batch, generator)) * len(batch)
+        count += len(batch)
+    return total / max(count, 1)

@@ -1,0 +1,209 @@
+"""Compute-optimal sampling: one problem → k solutions from a weak and a strong model, verified.
+
+The graph handles one problem: the `weak` and `strong` roles each sample their
+k solutions in parallel branches (temperature > 0), every solution's final
+answer is extracted and checked against the gold answer, and the judge looks
+at the reasoning of a few answer-correct ones (the false-positive check).
+`run_sampling` drives it over a problems file through the one resumable batch
+loop, then writes the metrics, plots and SFT export (`build_report`).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from synthgraph.agents.llm import StructuredOutputError
+from synthgraph.agents.sampling import judge_reasoning, solve
+from synthgraph.graphs.batch import BatchResult, run_batch
+from synthgraph.graphs.context import RunContext
+from synthgraph.tools.io import load_texts, write_records
+from synthgraph.tools.runs import Run
+from synthgraph.tools.sampling_answers import AnswerError, gold_answer, verify
+from synthgraph.tools.sampling_metrics import build_report
+from synthgraph.tools.settings import Role
+
+GRAPH_NAME = "sampling"
+SAMPLES = "samples.jsonl"
+PROBLEMS = "problems.jsonl"
+# Nominal sizes of the two local models (Qwen2.5-Coder 0.5B and 1.5B): the ratio
+# P_SE / P_WC = 3 is the paper's Gemma2 9B / 27B ratio.
+DEFAULT_PARAMS: dict[str, float] = {"weak": 0.5e9, "strong": 1.5e9}
+
+
+@dataclass
+class SamplingContext(RunContext):
+    """Per-run knobs of the sampling graph (Studio shows them as a form)."""
+
+    weak_k: int = 6
+    """Solutions per problem from the weak, cheap model (role `weak`)."""
+    strong_k: int = 2
+    """Solutions per problem from the strong, expensive model (role `strong`)."""
+    judge_per_model: int = 1
+    """Answer-correct solutions per problem and model whose reasoning the judge checks."""
+    judge_max_tokens: int = 160
+    """Length cap of the judge's verdict."""
+
+    def __post_init__(self) -> None:
+        if self.temperature is None:
+            self.temperature = 0.7  # sampling needs temperature > 0; the paper's setting
+
+
+# --- state ----------------------------------------------------------------------
+class Problem(TypedDict):
+    id: str
+    question: str
+    answer: str
+    """The gold worked answer; its final number follows `#### ` (GSM8K style)."""
+
+
+class SamplingInput(TypedDict):
+    problem: Problem
+
+
+class SamplingOutput(TypedDict):
+    samples: list[dict[str, Any]]
+
+
+class SamplingState(SamplingInput, SamplingOutput, total=False):
+    drafts: Annotated[list[dict[str, Any]], operator.add]
+
+
+# --- nodes ----------------------------------------------------------------------
+def _sample(role: Role, k: int, state: SamplingState, context: SamplingContext) -> dict[str, Any]:
+    problem = state["problem"]
+    drafts: list[dict[str, Any]] = []
+    for index in range(k):
+        sample_id = f"{problem['id']}:{role}:{index}"
+        solution = solve(problem["question"], role=role, record_id=sample_id, **context.model_kwargs())
+        drafts.append(
+            {
+                "id": sample_id,
+                "problem_id": problem["id"],
+                "role": role,
+                "model": solution.model,
+                "sample_index": index,
+                "text": solution.text,
+                "completion_tokens": solution.completion_tokens,
+            }
+        )
+    return {"drafts": drafts}
+
+
+def sample_weak(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    context = runtime.context or SamplingContext()
+    return _sample("weak", context.weak_k, state, context)
+
+
+def sample_strong(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    context = runtime.context or SamplingContext()
+    return _sample("strong", context.strong_k, state, context)
+
+
+def verify_answers(state: SamplingState) -> dict[str, Any]:
+    gold = gold_answer(state["problem"]["answer"])
+    samples = []
+    for draft in sorted(state.get("drafts", []), key=lambda d: (d["role"], d["sample_index"])):
+        check = verify(draft["text"], gold)
+        samples.append(
+            {**draft, "correct": check.correct, "answer": check.answer, "gold": check.gold,
+             "method": check.method, "judge": None}
+        )  # fmt: skip
+    return {"samples": samples}
+
+
+def judge_kept(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    context = runtime.context or SamplingContext()
+    problem = state["problem"]
+    judged_per_role: dict[str, int] = {}
+    samples = []
+    for sample in state["samples"]:
+        if sample["correct"] and judged_per_role.get(sample["role"], 0) < context.judge_per_model:
+            judged_per_role[sample["role"]] = judged_per_role.get(sample["role"], 0) + 1
+            try:
+                verdict = judge_reasoning(
+                    problem["question"], problem["answer"], sample["text"], record_id=sample["id"],
+                    temperature=0.0, max_tokens=context.judge_max_tokens,
+                ).model_dump()  # fmt: skip
+            except StructuredOutputError as error:
+                # A judge that gives no verdict must not cost the problem its samples.
+                verdict = {"reasoning_correct": None, "rationale": None, "error": str(error), "raw": error.raw}
+            sample = {**sample, "judge": verdict}
+        samples.append(sample)
+    return {"samples": samples}
+
+
+# --- edges ----------------------------------------------------------------------
+builder = StateGraph(
+    SamplingState, context_schema=SamplingContext, input_schema=SamplingInput, output_schema=SamplingOutput
+)
+builder.add_node("sample_weak", sample_weak)
+builder.add_node("sample_strong", sample_strong)
+builder.add_node("verify_answers", verify_answers)
+builder.add_node("judge_kept", judge_kept)
+builder.add_edge(START, "sample_weak")
+builder.add_edge(START, "sample_strong")
+builder.add_edge(["sample_weak", "sample_strong"], "verify_answers")
+builder.add_edge("verify_answers", "judge_kept")
+builder.add_edge("judge_kept", END)
+
+graph = builder.compile(name=GRAPH_NAME)
+
+
+# --- running over many problems -------------------------------------------------
+def load_problems(path: Path, run: Run, limit: int | None = None) -> list[Problem]:
+    """Problems with a readable gold answer; the others go to the rejects file, once."""
+    records, problems = load_texts(path, text_field="question")
+    already = run.rejected_ids()
+    for problem in problems:
+        if problem.record not in already:
+            run.rejects.reject(problem.record, "load", problem.cause)
+    usable: list[Problem] = []
+    for record in records:
+        answer = record.meta.get("answer")
+        try:
+            if not isinstance(answer, str):
+                raise AnswerError("field 'answer' is missing or not text")
+            gold_answer(answer)
+        except AnswerError as error:
+            if record.id not in already:
+                run.rejects.reject(record.id, "load", f"{record.source}: {error}")
+            continue
+        usable.append(Problem(id=record.id, question=record.text, answer=answer))
+    return usable[:limit] if limit else usable
+
+
+def run_sampling(
+    problems_path: Path,
+    run: Run,
+    context: SamplingContext,
+    *,
+    limit: int | None = None,
+    workers: int | None = None,
+    params: dict[str, float] | None = None,
+    show_progress: bool = True,
+) -> tuple[BatchResult, dict[str, Any]]:
+    """Sample, verify and judge every problem not yet done in `run`; then write the report."""
+    problems = load_problems(problems_path, run, limit)
+    write_records([dict(p) for p in problems], run.path(PROBLEMS))
+    result = run_batch(
+        run,
+        problems,
+        lambda problem: graph.invoke({"problem": problem}, context=context)["samples"],
+        item_id=lambda problem: problem["id"],
+        output=SAMPLES,
+        done_field="problem_id",
+        stage="sample",
+        description="sampling",
+        workers=workers,
+        show_progress=show_progress,
+    )
+    report = build_report(run.root, params or DEFAULT_PARAMS)
+    run.finish(problems=len(problems), samples=result.written, rejected=result.rejected)
+    return result, report

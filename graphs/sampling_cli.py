@@ -1,0 +1,169 @@
+"""`synthgraph sampling plan|run|report`: compute-matched weak vs strong sampling.
+
+The three fine-tuning regimes of the paper start from the exports a run writes
+(`sft_weak.jsonl`, `sft_strong.jsonl`, `sft.jsonl`): knowledge distillation
+(a student smaller than both learns from the weak model's data instead of the
+strong one's), self-improvement (the weak model learns from its own data) and
+weak-to-strong improvement (the strong model learns from the weak model's data).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from synthgraph.graphs.cli_support import console, fail, stdout, table
+from synthgraph.tools.io import InputError, load_texts
+from synthgraph.tools.runs import MANIFEST, RunError
+from synthgraph.tools.sampling_budget import BudgetPlan, ModelCost, plan_budget
+
+sampling_app = typer.Typer(help="Weak-cheap vs strong-expensive sampling at a matched compute budget.")
+
+WeakParams = Annotated[float, typer.Option(help="Parameters of the weak model (role weak).")]
+StrongParams = Annotated[float, typer.Option(help="Parameters of the strong model (role strong).")]
+
+
+def _models(
+    weak_params: float, strong_params: float, weak_price: float | None, strong_price: float | None
+) -> list[ModelCost]:
+    return [
+        ModelCost(name="weak", params=weak_params, usd_per_million_tokens=weak_price),
+        ModelCost(name="strong", params=strong_params, usd_per_million_tokens=strong_price),
+    ]
+
+
+def _print_plan(plan: BudgetPlan) -> None:
+    stdout.print(
+        table(
+            f"budget {plan.budget:.3g} {plan.unit} for {plan.problems:,} problems "
+            f"at {plan.tokens_per_solution:g} tokens per solution",
+            ["model", f"{plan.unit} per solution", "samples per problem", f"{plan.unit} spent"],
+            plan.rows(),
+        )
+    )
+    stdout.print(f"weak:strong samples ratio at a matched budget: {plan.ratio:.2f}")
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    rows = [
+        [r["role"], r["model"], r["k"], f"{r['coverage']:.3f}", f"{r['diversity']:.3f}", f"{r['flops_per_problem']:.3g}"]
+        for r in report["by_k"]
+    ]
+    stdout.print(
+        table(
+            f"coverage and diversity over {report['problems']} problems",
+            ["role", "model", "k", "coverage@k", "diversity@k", "FLOPs/problem"],
+            rows,
+        )
+    )
+    fp_rows = [
+        [f["role"], f["kept"], f["judged"], f["false_positives"], "-" if f["rate"] is None else f"{f['rate']:.3f}"]
+        for f in report["false_positives"]
+    ]
+    stdout.print(table("false positives (judged reasoning)", ["role", "kept", "judged", "wrong reasoning", "FPR"], fp_rows))
+    stdout.print(f"SFT records: {report['sft_records']:,}; plots: {', '.join(report['plots'])}")
+
+
+@sampling_app.command()
+def plan(
+    budget: Annotated[float, typer.Option(help="Compute budget (FLOPs, or USD with --unit usd).")],
+    problems: Annotated[int, typer.Option(help="Number of problems.")],
+    tokens_per_solution: Annotated[float, typer.Option(help="Expected generated tokens per solution.")] = 200,
+    unit: Annotated[str, typer.Option(help="flops or usd.")] = "flops",
+    weak_params: WeakParams = 0.5e9,
+    strong_params: StrongParams = 1.5e9,
+    weak_price: Annotated[float | None, typer.Option(help="Weak model USD per million output tokens.")] = None,
+    strong_price: Annotated[float | None, typer.Option(help="Strong model USD per million output tokens.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """How many samples per problem each model affords at the same budget (≈2·P FLOPs per token)."""
+    if unit not in ("flops", "usd"):
+        fail(f"--unit must be flops or usd, not {unit!r}")
+    try:
+        result = plan_budget(
+            _models(weak_params, strong_params, weak_price, strong_price), budget, problems, tokens_per_solution,
+            unit=unit,  # type: ignore[arg-type]
+        )  # fmt: skip
+    except ValueError as error:
+        fail(str(error))
+    if as_json:
+        stdout.print_json(result.model_dump_json())
+    else:
+        _print_plan(result)
+
+
+@sampling_app.command()
+def run(
+    problems: Annotated[Path, typer.Argument(help="JSONL/CSV/Parquet with `question` and `answer` (`#### N`).")],
+    out: Annotated[Path, typer.Option(help="Run folder (outputs, rejects, metrics, plots, SFT).")],
+    weak_k: Annotated[int, typer.Option(help="Solutions per problem from role weak.")] = 6,
+    strong_k: Annotated[int, typer.Option(help="Solutions per problem from role strong.")] = 2,
+    budget: Annotated[float | None, typer.Option(help="FLOPs budget: sets both k from the planner.")] = None,
+    tokens_per_solution: Annotated[float, typer.Option(help="For --budget: expected tokens.")] = 200,
+    judge_per_model: Annotated[int, typer.Option(help="Kept solutions per problem and model to judge.")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="Length cap of one solution.")] = 256,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
+    weak_params: WeakParams = 0.5e9,
+    strong_params: StrongParams = 1.5e9,
+    resume: Annotated[bool, typer.Option(help="Continue the run already in --out.")] = False,
+) -> None:
+    """Sample, verify and judge; then write metrics, plots and the SFT export into --out."""
+    from synthgraph.graphs.sampling import GRAPH_NAME, SamplingContext, run_sampling
+    from synthgraph.tools.runs import Run
+
+    if temperature <= 0:
+        fail("--temperature must be > 0: sampling k solutions at temperature 0 gives k copies")
+    params = {"weak": weak_params, "strong": strong_params}
+    if budget is not None:
+        try:
+            count = limit or len(load_texts(problems, text_field="question")[0])
+        except InputError as error:
+            fail(str(error))
+        budget_plan = plan_budget(_models(weak_params, strong_params, None, None), budget, count, tokens_per_solution)
+        _print_plan(budget_plan)
+        weak_k, strong_k = (m.samples_per_problem for m in budget_plan.models)
+        if strong_k == 0:
+            fail("the budget does not buy one strong sample per problem; raise --budget")
+    context = SamplingContext(
+        temperature=temperature, max_tokens=max_tokens, weak_k=weak_k, strong_k=strong_k,
+        judge_per_model=judge_per_model, run_dir=str(out),
+    )  # fmt: skip
+    config = {"problems": str(problems), "weak_k": weak_k, "strong_k": strong_k, "params": params,
+              "judge_per_model": judge_per_model, "temperature": temperature, "max_tokens": max_tokens}  # fmt: skip
+    try:
+        run_folder = Run.open(GRAPH_NAME, out=out, resume=str(out) if resume else None, config=config)
+        result, report = run_sampling(problems, run_folder, context, limit=limit, params=params)
+    except (InputError, RunError) as error:
+        fail(str(error))
+    console.print(
+        f"[green]done[/] {result.processed} problems this time ({result.skipped} already done, "
+        f"{result.rejected} rejected: see {out / 'rejects.jsonl'})"
+    )
+    _print_report(report)
+
+
+@sampling_app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A sampling run folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Recompute the metrics table, plots and SFT export of a sampling run."""
+    from synthgraph.graphs.sampling import DEFAULT_PARAMS
+    from synthgraph.tools.sampling_metrics import build_report
+
+    manifest = run_dir / MANIFEST
+    params = DEFAULT_PARAMS
+    if manifest.exists():
+        params = json.loads(manifest.read_text("utf-8")).get("config", {}).get("params") or DEFAULT_PARAMS
+    try:
+        result = build_report(run_dir, params)
+    except (FileNotFoundError, InputError) as error:
+        fail(str(error))
+    if as_json:
+        stdout.print_json(json.dumps(result))
+    else:
+        _print_report(result)

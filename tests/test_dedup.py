@@ -85,6 +85,7 @@ def test_fast_tokeniser_matches_the_reference() -> None:
         "Ünïcode café — naïve “quotes” don’t split oddly; ΣΟΦΙΑ σοφίας",
         "a\x01b separator inside",
         "tabs\tand\nnewlines",
+        "non\u00a0breaking\u2003spaces – and dashes",
     ]
     for batch_texts in (texts, [t for t in texts if t.isascii()]):
         batch = tokenize_batch(batch_texts)
@@ -143,6 +144,14 @@ def test_minhash_deduper_drops_near_duplicates_within_a_call() -> None:
             # the reason exact verification is the default.
             assert dropped <= set(range(400, 500)) and len(dropped) >= 85
         assert verdicts.nearest_id[400] == "d0"
+
+
+def test_a_bucket_of_many_copies_keeps_only_the_first() -> None:
+    texts = ["the very same persona text, over and over"] * 300 + ["something else entirely here"]
+    texts[150] = texts[150].upper()  # same words
+    verdicts = MinHashDeduper(0.9).dedup(texts, [f"c{i}" for i in range(len(texts))])
+    assert np.flatnonzero(verdicts.kept).tolist() == [0, 300]
+    assert set(verdicts.nearest_id[1:300]) == {"c0"}
 
 
 # --- the service ----------------------------------------------------------------------

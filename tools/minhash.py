@@ -36,14 +36,15 @@ _U32_MAX = np.uint32(0xFFFFFFFF)
 _SEP = "\x01"  # joins a batch into one string; never a word character
 _WORD = re.compile(r"\w+")
 _NON_WORD = re.compile(r"[^\w\x01]+")
-# ASCII fast path: keep [0-9a-z_] and the separator, blank everything else.
+# Fast path: keep [0-9a-z_], the separator and non-ASCII bytes, blank the rest.
 # Same tokens as `\w+` for ASCII text, ~30x faster than re.sub.
 _ASCII_TABLE = bytes(
-    c if c == 1 or (c < 128 and (chr(c).isalnum() or c == ord("_"))) else ord(" ") for c in range(256)
+    c if c == 1 or c >= 128 or chr(c).isalnum() or c == ord("_") else ord(" ") for c in range(256)
 )
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for the band-key polynomial
 _GATHER_BUDGET = 16_384  # tokens per signature chunk: 16k × 128 × 4 B = 8 MB, cache-sized
 _TOKENIZE_CHUNK = 100_000  # documents per Arrow batch (bounds the joined string)
+_BUCKET_PAIRS = 32  # see MinHashDeduper._batch_pairs
 
 
 def tokenize(text: str) -> set[str]:
@@ -109,12 +110,13 @@ def tokenize_batch(texts: Sequence[str]) -> TokenBatch:
     if big.count(_SEP) != len(texts) - 1:  # a text contains the separator itself
         big = _SEP.join(t.replace(_SEP, " ") for t in texts)
     big = big.lower()
-    if big.isascii():
-        big = big.encode("ascii").translate(_ASCII_TABLE).decode("ascii")
-    else:
-        big = _NON_WORD.sub(" ", big)
+    if not big.isascii():  # the regex only for the texts that need it
+        big = _SEP.join(t if t.isascii() else _NON_WORD.sub(" ", t) for t in big.split(_SEP))
+    # Blank ASCII non-word bytes; bytes ≥ 128 (UTF-8 of words the regex kept) pass.
+    big = big.encode("utf-8").translate(_ASCII_TABLE).decode("utf-8")
     docs = pa.array(big.split(_SEP), type=pa.large_string())
-    lists = pc.utf8_split_whitespace(docs)
+    # Only ASCII spaces separate words by now (the regex blanked Unicode ones).
+    lists = pc.ascii_split_whitespace(docs)
     # Arrow keeps the empty strings around leading/trailing blanks: drop them.
     words = lists.flatten()
     real = pc.not_equal(words, "")
@@ -369,8 +371,8 @@ class MinHashDeduper:
         )
         self._pending: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def _sign(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """Band keys, token hashes, offsets and (when verifying by signature) signatures."""
+    def _sign(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Band keys, token hashes, offsets and signatures of a batch."""
         keys, tokens, offsets, sigs = [], [], [np.zeros(1, np.int64)], []
         for start in range(0, len(texts), _TOKENIZE_CHUNK):
             batch = tokenize_batch(texts[start : start + _TOKENIZE_CHUNK])
@@ -378,14 +380,71 @@ class MinHashDeduper:
             keys.append(band_keys(signatures, self.bands, self.rows))
             tokens.append(batch.hashes)
             offsets.append(batch.offsets[1:] + offsets[-1][-1])
-            if self.verify == "signature":
-                sigs.append(signatures)
-        return (
-            np.concatenate(keys) if keys else np.zeros((0, self.bands), np.uint64),
-            np.concatenate(tokens) if tokens else np.zeros(0, np.uint64),
-            np.concatenate(offsets),
-            np.concatenate(sigs) if sigs else None,
-        )
+            sigs.append(signatures)
+        if not keys:
+            empty = np.zeros((0, self.hasher.num_perm), np.uint32)
+            return np.zeros((0, self.bands), np.uint64), np.zeros(0, np.uint64), offsets[0], empty
+        return np.concatenate(keys), np.concatenate(tokens), np.concatenate(offsets), np.concatenate(sigs)
+
+    def _batch_pairs(self, keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs (later, earlier) of `docs` sharing a band key, each once.
+
+        In a bucket, each member is paired with the first `_BUCKET_PAIRS` and the
+        previous `_BUCKET_PAIRS` members: all pairs in the usual small buckets,
+        and linear (not quadratic) work for a bucket of thousands of copies, whose
+        first member is the kept one.
+        """
+        n = np.int64(len(keys))
+        packed: list[np.ndarray] = []
+        for band in range(self.bands):
+            column = keys[docs, band]
+            order = np.argsort(column, kind="stable")  # stable: bucket order = input order
+            ranked = column[order]
+            position = np.arange(len(ranked))
+            first = np.maximum.accumulate(np.where(np.r_[True, ranked[1:] != ranked[:-1]], position, 0))
+            members = np.flatnonzero(position > first)
+            rank = position[members] - first[members]
+            head = np.minimum(rank, _BUCKET_PAIRS)  # partners at ranks 0 .. head-1
+            tail_from = np.maximum(_BUCKET_PAIRS, rank - _BUCKET_PAIRS)
+            tail = np.maximum(rank - tail_from, 0)  # partners at ranks tail_from .. rank-1
+            later = np.concatenate([np.repeat(members, head), np.repeat(members, tail)])
+            earlier = np.concatenate(
+                [
+                    np.repeat(first[members], head) + _ranges(head),
+                    np.repeat(first[members] + tail_from, tail) + _ranges(tail),
+                ]
+            )
+            packed.append(docs[order[later]] * n + docs[order[earlier]])
+        if not packed:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        unique = np.unique(np.concatenate(packed))
+        return unique // n, unique % n
+
+    def _score(
+        self,
+        sigs_a: np.ndarray,
+        sigs_b: np.ndarray,
+        tokens_a: tuple[np.ndarray, np.ndarray, np.ndarray],
+        tokens_b: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> np.ndarray:
+        """Similarity of candidate pairs; NaN where the signature estimate rules a pair out.
+
+        The estimate (share of equal values) is cheap; exact Jaccard is computed
+        only for pairs whose estimate is within ~6 standard deviations of the
+        threshold, so grammar-like data with many loose candidates stays fast.
+        """
+        estimate = np.empty(len(sigs_a))
+        for start in range(0, len(sigs_a), 1 << 18):  # bounded temporary of 32 MB
+            stop = start + (1 << 18)
+            estimate[start:stop] = signature_similarity(sigs_a[start:stop], sigs_b[start:stop])
+        if self.verify == "signature":
+            return estimate
+        t = self.threshold
+        close = estimate >= t - 6.0 * np.sqrt(t * (1.0 - t) / self.hasher.num_perm) - 0.02
+        scores = np.full(len(estimate), np.nan)
+        (ta, oa, da), (tb, ob, db) = tokens_a, tokens_b
+        scores[close] = pair_jaccard(ta, oa, da[close], tb, ob, db[close])
+        return scores
 
     def dedup(self, texts: Sequence[str], ids: Sequence[str]) -> MinHashVerdicts:
         n = len(texts)
@@ -395,67 +454,47 @@ class MinHashDeduper:
         best = np.full(n, np.nan)
         nearest: list[str | None] = [None] * n
 
-        # 1. Earlier runs: all stored documents are kept ones, so one vectorised pass.
+        # 1. Earlier runs: every stored document is a kept one, so one vectorised pass.
         query, stored = self.index.lookup(keys)
         ok = has_tokens[query]
         query, stored = query[ok], stored[ok]
-        if self.verify == "exact":
-            scores = pair_jaccard(tokens, offsets, query, self.index.tokens, self.index.offsets, stored)
-        else:
-            distinct, where = np.unique(stored, return_inverse=True)
-            stored_sigs = self.hasher.signatures_of_hashes(*_subset(self.index, distinct))
-            scores = signature_similarity(sigs[query], stored_sigs[where])
+        distinct, where = np.unique(stored, return_inverse=True)
+        stored_sigs = self.hasher.signatures_of_hashes(*_subset(self.index, distinct))[where]
+        scores = self._score(
+            sigs[query], stored_sigs, (tokens, offsets, query), (self.index.tokens, self.index.offsets, stored)
+        )
         candidates = len(query)
-        # best stored match per query: sort by (query, score) and take each query's last
-        order = np.lexsort((scores, query))
+        scored = ~np.isnan(scores)
+        query, stored, scores = query[scored], stored[scored], scores[scored]
+        order = np.lexsort((scores, query))  # each query's best match comes last
         last = np.r_[query[order][1:] != query[order][:-1], True][: len(order)]
         for q, d, s in zip(query[order][last], stored[order][last], scores[order][last], strict=True):
             best[q], nearest[q] = s, self.index.ids[d]
             kept[q] = s < self.threshold
 
-        # 2. This call: only documents sharing a band key with another one need the
-        # sequential greedy pass (a document is compared with those kept before it).
-        colliding = np.zeros(n, dtype=bool)
-        for band in range(self.bands):
-            column = keys[:, band]
-            order = np.argsort(column, kind="stable")
-            same = column[order][1:] == column[order][:-1]
-            colliding[order[1:][same]] = True
-            colliding[order[:-1][same]] = True
-        colliding &= has_tokens
-        buckets: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
-        sets: dict[int, set[int]] = {}
-
-        def token_set(doc: int) -> set[int]:
-            if doc not in sets:
-                sets[doc] = set(tokens[offsets[doc] : offsets[doc + 1]].tolist())
-            return sets[doc]
-
-        rows = np.flatnonzero(colliding)
-        for doc, doc_keys in zip(rows.tolist(), keys[rows].tolist(), strict=True):
+        # 2. This call: greedy in input order over the verified pairs (a document is
+        # dropped when one it matches was kept before it).
+        later, earlier = self._batch_pairs(keys, np.flatnonzero(has_tokens))
+        scores = self._score(sigs[later], sigs[earlier], (tokens, offsets, later), (tokens, offsets, earlier))
+        candidates += len(later)
+        scored = ~np.isnan(scores)
+        later, earlier, scores = later[scored], earlier[scored], scores[scored]
+        order = np.argsort(later, kind="stable")
+        later, earlier, scores = later[order], earlier[order], scores[order]
+        starts = np.flatnonzero(np.r_[True, later[1:] != later[:-1]])[: len(later)]
+        stops = np.r_[starts[1:], len(later)][: len(starts)]
+        for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+            doc = int(later[start])
             if not kept[doc]:
                 continue
-            found: set[int] = set()
-            for band, key in enumerate(doc_keys):
-                bucket = buckets[band].get(key)
-                if bucket:
-                    found.update(bucket)
-            if found:
-                others = sorted(found)
-                candidates += len(others)
-                if self.verify == "exact":
-                    mine = token_set(doc)
-                    sims = [len(mine & token_set(o)) / len(mine | token_set(o)) for o in others]
-                else:
-                    sims = signature_similarity(sigs[doc], sigs[others]).tolist()
-                top = int(np.argmax(sims))
-                if np.isnan(best[doc]) or sims[top] > best[doc]:
-                    best[doc], nearest[doc] = sims[top], ids[others[top]]
-                if sims[top] >= self.threshold:
-                    kept[doc] = False
-                    continue
-            for band, key in enumerate(doc_keys):
-                buckets[band].setdefault(key, []).append(doc)
+            alive = np.where(kept[earlier[start:stop]], scores[start:stop], -1.0)
+            top = int(alive.argmax())
+            if alive[top] < 0:
+                continue
+            if np.isnan(best[doc]) or alive[top] > best[doc]:
+                best[doc], nearest[doc] = alive[top], ids[int(earlier[start + top])]
+            if alive[top] >= self.threshold:
+                kept[doc] = False
 
         self._pending = (list(ids), keys, tokens, offsets)
         return MinHashVerdicts(kept, has_tokens, nearest, best, candidates)
@@ -473,6 +512,11 @@ class MinHashDeduper:
         )
         if self.path:
             self.index.save(self.path)
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """Concatenated aranges: [0..counts[0]-1, 0..counts[1]-1, ...]."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
 def _subset(index: MinHashIndex, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -128,6 +128,11 @@ from synthgraph.graphs.personas_cli import personas_command, synthesize_command 
 app.command("personas")(personas_command)
 app.command("synthesize")(synthesize_command)
 
+from synthgraph.graphs.agentinstruct_cli import instruct_command, instruct_export_command  # noqa: E402
+
+app.command("instruct")(instruct_command)
+app.command("instruct-export")(instruct_export_command)
+
 from synthgraph.graphs.sampling_cli import sampling_app  # noqa: E402
 
 app.add_typer(sampling_app, name="sampling")

@@ -1,0 +1,93 @@
+"""Query generation for retriever training (Promptagator / InPars): one document → queries.
+
+The prompt style (Promptagator few-shot, InPars vanilla, InPars GBQ), the
+example set and the number of sampled queries are per-run knobs in the
+runtime context. `prepare_prompt` keeps the built chat prompt in the state, so
+Studio shows exactly what the model saw. `synthgraph retrieval generate` runs
+this graph once per corpus document (see `retrieval_cli.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from synthgraph.agents.retrieval import query_messages, sample_queries
+from synthgraph.graphs.context import RunContext
+from synthgraph.tools.io import InputError
+from synthgraph.tools.retrieval_data import ExampleSet, Style, default_examples_path, load_examples
+
+
+@dataclass
+class RetrievalContext(RunContext):
+    """Per-run knobs of query generation."""
+
+    style: Style = "promptagator"
+    """promptagator (task + few-shot), vanilla (InPars fixed examples) or gbq (bad/good questions)."""
+    examples_path: str | None = None
+    """Example set (JSONL, or JSON with `task` and `examples`); unset: generic built-in examples."""
+    samples: int = 1
+    """Queries sampled per document (duplicates dropped)."""
+    max_doc_chars: int = 600
+    """Documents (and examples) are cut to about this many characters in the prompt."""
+
+
+# --- state ----------------------------------------------------------------------
+class QueryRecord(TypedDict):
+    query: str
+    logprob: float | None
+
+
+class RetrievalInput(TypedDict):
+    document_id: str
+    document: str
+
+
+class RetrievalOutput(TypedDict):
+    queries: list[QueryRecord]
+
+
+class RetrievalState(RetrievalInput, RetrievalOutput, total=False):
+    messages: list[tuple[str, str]]
+
+
+def context_examples(context: RetrievalContext) -> ExampleSet:
+    path = Path(context.examples_path) if context.examples_path else default_examples_path()
+    return load_examples(path, context.style)
+
+
+# --- nodes ----------------------------------------------------------------------
+def prepare_prompt(state: RetrievalState, runtime: Runtime[RetrievalContext]) -> RetrievalState:
+    context = runtime.context or RetrievalContext()
+    if not state.get("document", "").strip():
+        raise InputError(f"document {state.get('document_id')!r}: empty text")
+    messages = query_messages(state["document"], context_examples(context), context.style, context.max_doc_chars)
+    return {"messages": messages}
+
+
+def write_queries(state: RetrievalState, runtime: Runtime[RetrievalContext]) -> RetrievalOutput:
+    context = runtime.context or RetrievalContext()
+    found = sample_queries(
+        state["messages"], samples=context.samples, record_id=state["document_id"], **context.model_kwargs()
+    )
+    return {"queries": [{"query": q.query, "logprob": q.logprob} for q in found]}
+
+
+# --- edges ----------------------------------------------------------------------
+builder = StateGraph(
+    RetrievalState,
+    context_schema=RetrievalContext,
+    input_schema=RetrievalInput,
+    output_schema=RetrievalOutput,
+)
+builder.add_node("prepare_prompt", prepare_prompt)
+builder.add_node("write_queries", write_queries)
+builder.add_edge(START, "prepare_prompt")
+builder.add_edge("prepare_prompt", "write_queries")
+builder.add_edge("write_queries", END)
+
+graph = builder.compile(name="retrieval")

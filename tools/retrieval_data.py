@@ -1,0 +1,149 @@
+"""Retrieval data on disk: BEIR folders, few-shot example sets, pairs and triples.
+
+A BEIR folder holds `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl`
+(`_id`, `text`) and `qrels/<split>.tsv` (`query-id`, `corpus-id`, `score`).
+Example sets are what the user gives the query generator: JSONL lines (or a
+JSON object with `task` and `examples`) of `document`, `query` and, for GBQ,
+`bad_query`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from synthgraph.tools.io import InputError, read_jsonl
+
+Style = Literal["promptagator", "vanilla", "gbq"]
+STYLES: tuple[Style, ...] = ("promptagator", "vanilla", "gbq")
+MAX_EXAMPLES = 8  # Promptagator's few-shot budget
+
+
+@dataclass(frozen=True)
+class Example:
+    document: str
+    query: str
+    bad_query: str | None = None
+
+
+@dataclass(frozen=True)
+class ExampleSet:
+    examples: tuple[Example, ...]
+    task: str | None = None
+
+
+@dataclass
+class BeirSet:
+    """A BEIR-format folder in memory: documents, queries and relevance judgements."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def load_examples(path: Path, style: Style) -> ExampleSet:
+    """An example set from JSONL, or JSON with `task` and `examples`; errors name the example."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such example file")
+    task: str | None = None
+    rows: list[dict[str, Any]]
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: not valid JSON ({error.msg})") from error
+        if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+            raise InputError(f"{path}: expected an object with an `examples` list")
+        task = data.get("task") or None
+        rows = data["examples"]
+    else:
+        rows = list(read_jsonl(path))
+    if not rows:
+        raise InputError(f"{path}: no examples")
+    if len(rows) > MAX_EXAMPLES:
+        raise InputError(f"{path}: {len(rows)} examples; give at most {MAX_EXAMPLES}")
+    examples = []
+    for number, row in enumerate(rows, start=1):
+        where = f"{path}: example {number}"
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected an object")
+        for name in ("document", "query"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                raise InputError(f"{where}: field {name!r} is missing or empty")
+        bad = row.get("bad_query")
+        if style == "gbq" and (not isinstance(bad, str) or not bad.strip()):
+            raise InputError(f"{where}: GBQ examples need a `bad_query` (a vague question)")
+        examples.append(Example(row["document"].strip(), row["query"].strip(), bad.strip() if bad else None))
+    return ExampleSet(tuple(examples), task)
+
+
+def shorten(text: str, max_chars: int) -> str:
+    """The text cut at a word boundary to about `max_chars` (prompts stay short)."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars].rsplit(" ", 1)[0]
+    return f"{cut} ..."
+
+
+def load_beir(folder: Path, split: str | None = None) -> BeirSet:
+    """A BEIR folder; with `split`, only the queries judged in `qrels/<split>.tsv`."""
+    folder = Path(folder)
+    corpus_path = folder / "corpus.jsonl"
+    if not corpus_path.is_file():
+        raise InputError(f"{folder}: no corpus.jsonl (expected a BEIR folder)")
+    corpus = load_corpus(corpus_path)
+    queries: dict[str, str] = {}
+    queries_path = folder / "queries.jsonl"
+    if queries_path.is_file():
+        for number, row in enumerate(read_jsonl(queries_path), start=1):
+            if "_id" not in row or not isinstance(row.get("text"), str):
+                raise InputError(f"{queries_path}:{number}: a query needs `_id` and `text`")
+            queries[str(row["_id"])] = row["text"]
+    qrels: dict[str, dict[str, int]] = {}
+    if split is not None:
+        qrels = load_qrels(folder / "qrels" / f"{split}.tsv")
+        missing = [q for q in qrels if q not in queries]
+        if missing:
+            raise InputError(f"{folder}: qrels/{split}.tsv names queries not in queries.jsonl: {missing[:3]}")
+        queries = {q: queries[q] for q in qrels}
+    return BeirSet(corpus, queries, qrels)
+
+
+def load_corpus(path: Path) -> dict[str, str]:
+    """`_id` → text (title and text joined) from a BEIR `corpus.jsonl`."""
+    corpus: dict[str, str] = {}
+    for number, row in enumerate(read_jsonl(path), start=1):
+        if "_id" not in row or not isinstance(row.get("text"), str):
+            raise InputError(f"{path}:{number}: a document needs `_id` and `text`")
+        title = (row.get("title") or "").strip()
+        corpus[str(row["_id"])] = f"{title}. {row['text']}" if title else row["text"]
+    return corpus
+
+
+def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """query id → {document id: relevance} from a BEIR qrels TSV (header line optional)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such qrels file")
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or (number == 1 and row[0] == "query-id"):
+                continue
+            try:
+                query_id, doc_id, score = row[0], row[1], int(row[2])
+            except (IndexError, ValueError) as error:
+                raise InputError(f"{path}:{number}: expected `query-id<TAB>corpus-id<TAB>score`") from error
+            qrels.setdefault(query_id, {})[doc_id] = score
+    return qrels
+
+
+def default_examples_path() -> Path:
+    """The generic built-in example set (InPars-vanilla style: not tied to any task)."""
+    from importlib import resources
+
+    return Path(str(resources.files("synthgraph.prompts").joinpath("retrieval/default_examples.jsonl")))

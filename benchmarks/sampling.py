@@ -22,6 +22,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 GSM8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 # Lines 2 and 3 of the training split are the few-shot examples in prompts/sampling/solve.md.
@@ -56,6 +57,62 @@ def dedicated_weak_model() -> Path:
     return link
 
 
+def summary_markdown(report: dict[str, Any], seconds: float) -> str:
+    """The compute-matched comparison as a Markdown table, and whether the paper's finding held.
+
+    Matched pairs: SE at k against WC at ratio·k (the same FLOPs at the same
+    tokens per solution), for every SE k that the run sampled.
+    """
+    by_k = {(r["role"], r["k"]): r for r in report["by_k"]}
+    params = report["params"]
+    ratio = round(params["strong"] / params["weak"])
+    lines = [
+        f"GSM8K train, {report['problems']} problems, {seconds / 60:.0f} min on the shared 2-core CPU.",
+        "",
+        "| budget | model | k | coverage@k | diversity@k | FLOPs/problem (measured tokens) |",
+        "|---|---|---|---|---|---|",
+    ]
+    held: list[bool] = []
+    strong_ks = sorted(k for role, k in by_k if role == "strong")
+    for k in strong_ks:
+        strong, weak = by_k[("strong", k)], by_k.get(("weak", ratio * k))
+        if weak is None:
+            continue
+        for row in (weak, strong):
+            lines.append(
+                f"| SE k={k} | {row['role']} ({row['model']}) | {row['k']} | {row['coverage']:.3f} "
+                f"| {row['diversity']:.3f} | {row['flops_per_problem']:.3g} |"
+            )
+        held.append(weak["coverage"] >= strong["coverage"] and weak["diversity"] >= strong["diversity"])
+    lines += ["", "| model | kept | judged | wrong reasoning | FPR |", "|---|---|---|---|---|"]
+    rates: dict[str, float | None] = {}
+    for row in report["false_positives"]:
+        rates[row["role"]] = row["rate"]
+        rate = "-" if row["rate"] is None else f"{row['rate']:.3f}"
+        lines.append(f"| {row['role']} ({row['model']}) | {row['kept']} | {row['judged']} | {row['false_positives']} | {rate} |")
+    verdict = "held" if held and all(held) else "did not hold" if held and not any(held) else "held in part"
+    fpr = (
+        "higher" if (rates.get("weak") or 0) > (rates.get("strong") or 0) else "not higher"
+    ) if rates.get("weak") is not None and rates.get("strong") is not None else "not measured"
+    lines += [
+        "",
+        f"Coverage and diversity at a matched budget (WC ≥ SE at every matched pair): the finding {verdict}. "
+        f"WC's false-positive rate was {fpr} than SE's.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path) -> None:
+    """Recompute the report of a finished (or stopped) benchmark folder and its summary.md."""
+    from synthgraph.tools.sampling_metrics import build_report
+
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    report = build_report(out, manifest["config"]["params"])
+    summary = summary_markdown(report, float(manifest.get("timings", {}).get("total", 0.0)))
+    (out / "summary.md").write_text(summary, encoding="utf-8")
+    print(summary, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("data/bench/sampling"))
@@ -74,7 +131,11 @@ def main() -> None:
         "--shared-weak", action="store_true",
         help="use the registered embedded server for WC instead of a dedicated one",
     )  # fmt: skip
+    parser.add_argument("--summary-only", action="store_true", help="rewrite summary.md of --out and stop")
     args = parser.parse_args()
+    if args.summary_only:
+        write_summary(args.out)
+        return
 
     # Before the settings are read: the 1.5B serves role `strong`; on a shared
     # 2-core CPU a queued request can wait minutes, which is not a failure here.
@@ -133,7 +194,8 @@ def main() -> None:
                 ),
                 flush=True,
             )
-    print(json.dumps(report, indent=2), flush=True)
+    if report:
+        write_summary(args.out)
 
 
 if __name__ == "__main__":

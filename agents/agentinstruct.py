@@ -28,10 +28,10 @@ GENERIC_FOLDER = "agentinstruct"
 
 # Completion caps per agent: the embedded model is slow, and each agent's
 # output has a natural length (a task is short, a rewritten text is not).
-TRANSFORM_TOKENS = 400
+TRANSFORM_TOKENS = 300
 ROUTE_TOKENS = 80
 INSTRUCTION_TOKENS = 150
-ANSWER_TOKENS = 350
+ANSWER_TOKENS = 300
 JUDGE_TOKENS = 160
 SUGGEST_TOKENS = 150
 

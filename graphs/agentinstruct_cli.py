@@ -65,6 +65,7 @@ def run_instruct(
     routing: str = "sample",
     transformations_per_seed: int = 1,
     max_seed_chars: int = 1500,
+    dedup: str = "both",
     resume: str | None = None,
     text_field: str = "text",
     id_field: str = "id",
@@ -90,6 +91,7 @@ def run_instruct(
         "routing": routing,
         "transformations_per_seed": transformations_per_seed,
         "max_seed_chars": max_seed_chars,
+        "dedup": dedup,
         "text_field": text_field,
         "id_field": id_field,
     }
@@ -111,6 +113,7 @@ def run_instruct(
         instructions_per_seed=config["instructions_per_seed"],
         refine_rounds=config["refine_rounds"],
         max_seed_chars=config["max_seed_chars"],
+        dedup_method=config.get("dedup", "both"),
         run_dir=str(run.root),
         # One dedup memory per run: duplicates are caught across seeds and across resumes.
         dedup_namespace=f"agentinstruct-{run.id}",
@@ -279,6 +282,12 @@ def instruct_command(
     ] = "sample",
     transformations: Annotated[int, typer.Option(help="k for --routing sample/llm.")] = 1,
     max_seed_chars: Annotated[int, typer.Option(help="Cut seeds to this many characters.")] = 1500,
+    dedup: Annotated[
+        str,
+        typer.Option(
+            help="Near-duplicate removal: both (MinHash, then embeddings), minhash, embedding, none."
+        ),
+    ] = "both",
     resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
     text_field: Annotated[
         str, typer.Option(help="Text column of JSONL/Parquet/CSV seeds.")
@@ -305,6 +314,8 @@ def instruct_command(
         fail("give SEEDS: a folder of text or code files, or a JSONL, Parquet or CSV file")
     if routing not in ("all", "sample", "llm"):
         fail(f"--routing must be all, sample or llm, not {routing!r}")
+    if dedup not in ("both", "minhash", "embedding", "none"):
+        fail(f"--dedup must be both, minhash, embedding or none, not {dedup!r}")
     if per_seed < 1 or refine_rounds < 0 or transformations < 1:
         fail("--per-seed and --transformations must be at least 1, --refine-rounds at least 0")
     chosen = [s.strip() for s in skills.split(",") if s.strip()] if skills else None
@@ -318,6 +329,7 @@ def instruct_command(
             routing=routing,
             transformations_per_seed=transformations,
             max_seed_chars=max_seed_chars,
+            dedup=dedup,
             resume=resume,
             text_field=text_field,
             id_field=id_field,

@@ -65,22 +65,28 @@ class PromptRules(BaseChatModel):
 _lock = threading.Lock()
 
 
+def quoted(prompt: str) -> str:
+    """The text between the prompt's first pair of triple quotes (the seed, or the transformed text)."""
+    return prompt.split('"""', 2)[1].strip() if prompt.count('"""') >= 2 else ""
+
+
 def generator_reply(prompt: str) -> str:
-    """Distinct, plausible replies per agent (instructions differ by type so dedup keeps them)."""
+    """Plausible replies per agent, each echoing its input so different inputs give different outputs."""
     if "Give 1 or 2 concrete suggestions" in prompt:
         return "- Require combining the sleep and hunting facts."
     if "Rewrite the task following the suggestions" in prompt:
-        return "Task: Using both facts, when are cats awake and hunting?"
+        current = prompt.split("Current task: ", 1)[1].split("\n", 1)[0]
+        return f"Task: Using both facts, when are cats awake and hunting? (was: {current})"
     if "Write one task of this type" in prompt:
         kind = prompt.split("Task type: ", 1)[1].split(" —", 1)[0]
-        return f"Instruction: Question about {kind}: what does the text say about cats and {kind}?"
+        return f"Instruction: Question about {kind}: what does this say: {quoted(prompt)[:60]}?"
     if "Task:" in prompt and '{"calls"' in prompt:
         return '{"calls": [{"name": "get_cat", "arguments": {}}]}'
     if "Task:" in prompt:
         return "Cats hunt at dawn and dusk."
     if "Reply with JSON only" in prompt:
         return '```json\n[{"name": "get_cat", "description": "A cat", "parameters": {"type": "object", "properties": {}}}]\n```'
-    return "Cats sleep most of the day and hunt at dawn and dusk."
+    return f"Rewritten: {quoted(prompt)}"
 
 
 def models(
@@ -301,9 +307,7 @@ def test_refinement_runs_n_rounds_and_keeps_every_version() -> None:
     assert [v["round"] for v in record["versions"]] == [0, 1, 2]
     assert all(v["accepted"] for v in record["versions"])
     assert record["versions"][1]["suggestions"].startswith("- Require combining")
-    assert (
-        record["instruction"] == "Using both facts, when are cats awake and hunting?"
-    )  # label stripped
+    assert record["instruction"].startswith("Using both facts, when are")  # label stripped
     assert len(judge.prompts) == 3
     assert sum("Give 1 or 2 concrete suggestions" in p for p in generator.prompts) == 2
 

@@ -397,3 +397,16 @@ def test_excerpt_cuts_long_seeds_at_a_break() -> None:
     assert excerpt(text, 60) == first
     assert len(excerpt("word " * 100, 60)) <= 60
     assert excerpt("short", 60) == "short"
+
+
+def test_studio_sees_the_three_flows_as_subgraphs() -> None:
+    nodes = set(graph.get_graph(xray=True).nodes)
+    for flow, node in [
+        ("content_transformation", "route"),
+        ("instruction_generation", "judge_pairs"),
+        ("refinement", "judge_edit"),
+    ]:
+        assert f"{flow}:{node}" in nodes
+    schema = graph.get_input_jsonschema()
+    assert set(schema["properties"]) == {"seeds", "skills"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"instructions", "rejected"}

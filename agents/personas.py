@@ -27,13 +27,11 @@ TASKS = ("math", "instruction", "knowledge", "npc", "tool")
 
 # --- personas -------------------------------------------------------------------
 class PersonaDraft(BaseModel):
-    """One persona as the model writes it."""
+    """One persona as the model writes it (the prompt explains the fields, so the schema is bare)."""
 
-    persona: str = Field(
-        min_length=20, max_length=600, description="One or two sentences: who they are and why"
-    )
-    role: str = Field(min_length=2, max_length=80, description="Job or position, a few words")
-    domain: str = Field(min_length=2, max_length=60, description="Field, one to three words")
+    persona: str = Field(min_length=20, max_length=600)
+    role: str = Field(min_length=2, max_length=80)
+    domain: str = Field(min_length=2, max_length=60)
 
 
 class PersonaDrafts(BaseModel):
@@ -59,7 +57,14 @@ def personas_from_text(
 ) -> list[PersonaDraft]:
     """Text-to-Persona: up to `count` people likely to read, write, like or dislike `text`."""
     clipped = text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " ..."
-    messages = render_messages("personas/text_to_persona.md", text=clipped, count=count)
+    who = "one person" if count == 1 else f"{count} different people"
+    messages = render_messages("personas/text_to_persona.md", text=clipped, who=who)
+    if count == 1:  # one object, not a list of one: a shorter schema and reply for small models
+        return [
+            invoke_structured(
+                PersonaDraft, messages, role="generator", record_id=record_id, **model_kwargs
+            )
+        ]
     drafts = invoke_structured(
         PersonaDrafts, messages, role="generator", record_id=record_id, **model_kwargs
     )
@@ -78,12 +83,12 @@ def related_persona(
 
 # --- synthesis items -------------------------------------------------------------
 class MathItem(BaseModel):
-    problem: str = Field(min_length=20, description="The problem, with every number needed")
-    answer: str = Field(min_length=1, description="Final answer with a short working")
+    problem: str = Field(min_length=20)
+    answer: str = Field(min_length=1)
 
 
 class InstructionItem(BaseModel):
-    prompt: str = Field(min_length=10, description="What the person asks an AI assistant")
+    prompt: str = Field(min_length=10)
 
 
 class KnowledgeItem(BaseModel):
@@ -100,9 +105,9 @@ class NpcItem(BaseModel):
 
 
 class ToolItem(BaseModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$", description="snake_case function name")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
     description: str = Field(min_length=10)
-    parameters: dict[str, Any] = Field(description="A JSON Schema object describing the arguments")
+    parameters: dict[str, Any]
 
     @field_validator("parameters")
     @classmethod

@@ -19,7 +19,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 _TEXT = re.compile(r'"""\n(.*?)\n"""', re.DOTALL)
-_COUNT = re.compile(r"Describe (\d+) different person")
+_COUNT = re.compile(r"Describe (one person|\d+) ")
 _PARENT = re.compile(r"^Persona: (.*)$", re.MULTILINE)
 _RELATION = re.compile(r"who is this persona's (.+?)\.\n")
 
@@ -61,6 +61,8 @@ class PromptAwareFake(BaseChatModel):
     @staticmethod
     def reply(prompt: str) -> dict[str, Any]:
         if (text := _TEXT.search(prompt)) and (count := _COUNT.search(prompt)):
+            if count.group(1) == "one person":
+                return {"persona": persona_for_text(text.group(1)), "role": "reader", "domain": "reading"}
             return {
                 "personas": [
                     {

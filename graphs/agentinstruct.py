@@ -576,7 +576,8 @@ def prepare(state: AgentInstructState, runtime: Runtime[AgentInstructContext]) -
         if not isinstance(text, str) or not text.strip():
             rejected.append(_rejection(str(seed.get("id")), "seed", "the seed has no text"))
             continue
-        cut: Seed = {**seed, "text": excerpt(text.strip(), context.max_seed_chars)}
+        seed_id = str(seed.get("id") or content_id(text.strip()))  # Studio users may leave ids out
+        cut: Seed = {**seed, "id": seed_id, "text": excerpt(text.strip(), context.max_seed_chars)}
         jobs.extend({"seed": cut, "skill": name} for name in skills)
     return {"jobs": jobs, "rejected": rejected}
 

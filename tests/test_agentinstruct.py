@@ -31,6 +31,7 @@ from synthgraph.agents.agentinstruct import (
 from synthgraph.agents.llm import use_chat_models
 from synthgraph.graphs.agentinstruct import AgentInstructContext, excerpt, graph
 from synthgraph.prompts import load_prompt
+from synthgraph.tools.io import content_id
 
 SEED = {
     "id": "s1",
@@ -410,3 +411,11 @@ def test_studio_sees_the_three_flows_as_subgraphs() -> None:
     schema = graph.get_input_jsonschema()
     assert set(schema["properties"]) == {"seeds", "skills"}
     assert set(graph.get_output_jsonschema()["properties"]) == {"instructions", "rejected"}
+
+
+def test_a_seed_without_an_id_gets_one_from_its_text() -> None:
+    result, _, _ = run_graph(seeds=[{"text": SEED["text"]}], refine_rounds=0)  # type: ignore[list-item]
+    [record] = result["instructions"]
+    assert (
+        record["seed_id"] == content_id(SEED["text"]) and record["seed_source"] == record["seed_id"]
+    )

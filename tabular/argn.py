@@ -35,8 +35,18 @@ def auto_hidden(n_sub: int) -> int:
     return 64 if n_sub <= 32 else 48 if n_sub <= 64 else 32
 
 
+NATURAL_ORDER_SHARE = 0.5
+
+
 def _random_rank(n_columns: int, generator: torch.Generator) -> torch.Tensor:
-    """A uniformly random column order, as the rank of each column."""
+    """The rank of each column in this batch's order.
+
+    Half the batches use the table's own column order, the order unconditional
+    generation follows; the others a uniformly random order, which is what lets
+    any subset of columns be fixed for conditional generation and imputation.
+    """
+    if float(torch.rand(1, generator=generator)) < NATURAL_ORDER_SHARE:
+        return torch.arange(n_columns)
     permutation = torch.randperm(n_columns, generator=generator)
     rank = torch.empty_like(permutation)
     rank[permutation] = torch.arange(n_columns)
@@ -133,7 +143,7 @@ class TabularARGN:
         learning_rate: float = 3e-3,
         val_fraction: float = 0.1,
         patience: int = 4,
-        dropout: float = 0.0,
+        dropout: float = 0.2,
         seed: int | None = 0,
         num_threads: int | None = None,
         rare_min_count: int = 5,

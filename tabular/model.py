@@ -57,6 +57,16 @@ class ARGNNet(nn.Module):
             persistent=False,
         )
         self.register_buffer("column_of_sub", torch.tensor(config.column_of_sub), persistent=False)
+        self.register_buffer(
+            "code_scale",
+            1.0 / torch.tensor(cards, dtype=torch.float32).sub(1).clamp(min=1),
+            persistent=False,
+        )
+        # Tokens of bins, digits and discrete values are ordered; a learned direction
+        # per sub-column, scaled by the token's position, lets neighbouring tokens
+        # share what they learn instead of each embedding starting from scratch.
+        self.ordinal = nn.Parameter(torch.randn(self.input_dim) * 0.5)
+        self.dim_offsets = [0, *torch.cumsum(torch.tensor(dims), 0).tolist()]
         bound = 1 / math.sqrt(max(self.input_dim + config.extra_dim, 1))
         self.first_weight = nn.Parameter(
             torch.empty(self.n_sub, hidden, self.input_dim).uniform_(-bound, bound)
@@ -77,10 +87,14 @@ class ARGNNet(nn.Module):
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """(batch, n_sub) codes -> (batch, input_dim) concatenated embeddings."""
-        return torch.cat([emb(codes[:, i]) for i, emb in enumerate(self.embeddings)], dim=1)
+        tables = torch.cat([emb(codes[:, i]) for i, emb in enumerate(self.embeddings)], dim=1)
+        position = (codes * self.code_scale)[:, self.sub_of_dim]
+        return tables + position * self.ordinal
 
     def embed_one(self, index: int, codes: torch.Tensor) -> torch.Tensor:
-        return self.embeddings[index](codes)
+        start, end = self.dim_offsets[index], self.dim_offsets[index + 1]
+        position = (codes * self.code_scale[index])[:, None]
+        return self.embeddings[index](codes) + position * self.ordinal[start:end]
 
     def visibility(self, column_rank: torch.Tensor) -> torch.Tensor:
         """(n_sub, input_dim) mask from a column order given as rank per column.

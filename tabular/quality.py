@@ -103,12 +103,16 @@ def _features(frame: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
 
 
 def _nearest(query: np.ndarray, base: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    base_t = torch.from_numpy(base)
+    """Euclidean distance from each query row to its closest base row."""
+    # float64 and rounding: the fast matrix-product distance is not exactly 0 for equal rows.
+    base_t = torch.from_numpy(base.astype(np.float64))
     out = [
-        torch.cdist(torch.from_numpy(query[i : i + chunk]), base_t).min(dim=1).values
+        torch.cdist(torch.from_numpy(query[i : i + chunk].astype(np.float64)), base_t)
+        .min(dim=1)
+        .values
         for i in range(0, len(query), chunk)
     ]
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    return np.round(torch.cat(out).numpy(), 6) if out else np.zeros(0)
 
 
 def quality_report(

@@ -72,6 +72,8 @@ def get_chat_model(
         strong = role == "strong" and settings.strong_local_model
         endpoint = local_endpoint(assemble(STRONG_MODEL, settings.cache_dir) if strong else None, settings)
         base_url, model, api_key = endpoint.base_url, endpoint.model, "local"
+        # llama.cpp's server reads `max_tokens`, not the `max_completion_tokens` ChatOpenAI sends.
+        kwargs.setdefault("extra_body", {"max_tokens": max_tokens or settings.max_tokens})
     else:
         model = settings.model_for(role)
         api_key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"

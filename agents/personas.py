@@ -34,8 +34,8 @@ class PersonaDraft(BaseModel):
     domain: str = Field(min_length=2, max_length=60)
 
 
-class PersonaDrafts(BaseModel):
-    personas: list[PersonaDraft] = Field(min_length=1, max_length=5)
+PERSPECTIVES = ("read", "write", "like", "dislike")
+"""Text-to-Persona asks once per perspective: who would read, write, like or dislike the text."""
 
 
 def call_seed(*parts: str) -> int:
@@ -47,28 +47,20 @@ def call_seed(*parts: str) -> int:
     return int(content_id(*parts, length=8), 16) % 2**31
 
 
-def personas_from_text(
+def persona_from_text(
     text: str,
-    count: int = 1,
+    perspective: str = "read",
     *,
     record_id: str | None = None,
     max_chars: int = 1200,
     **model_kwargs: Any,
-) -> list[PersonaDraft]:
-    """Text-to-Persona: up to `count` people likely to read, write, like or dislike `text`."""
+) -> PersonaDraft:
+    """Text-to-Persona: one person likely to `perspective` (read, write, like, dislike) `text`."""
     clipped = text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " ..."
-    who = "one person" if count == 1 else f"{count} different people"
-    messages = render_messages("personas/text_to_persona.md", text=clipped, who=who)
-    if count == 1:  # one object, not a list of one: a shorter schema and reply for small models
-        return [
-            invoke_structured(
-                PersonaDraft, messages, role="generator", record_id=record_id, **model_kwargs
-            )
-        ]
-    drafts = invoke_structured(
-        PersonaDrafts, messages, role="generator", record_id=record_id, **model_kwargs
+    messages = render_messages("personas/text_to_persona.md", text=clipped, perspective=perspective)
+    return invoke_structured(
+        PersonaDraft, messages, role="generator", record_id=record_id, **model_kwargs
     )
-    return drafts.personas[:count]
 
 
 def related_persona(
@@ -163,8 +155,8 @@ def format_examples(examples: list[dict[str, Any]], task: str) -> str:
     lines = []
     for example in examples:
         answer = {k: example[k] for k in fields if k in example}
-        who = f"Persona: {example['persona']}\n" if example.get("persona") else ""
-        lines.append(f"{who}Answer: {json.dumps(answer, ensure_ascii=False)}")
+        who = f"Example persona: {example['persona']}\n" if example.get("persona") else ""
+        lines.append(f"{who}Example answer: {json.dumps(answer, ensure_ascii=False)}")
     return "\n" + fill(load_prompt("synthesis/examples.md"), examples="\n\n".join(lines)) + "\n"
 
 

@@ -26,7 +26,13 @@ from langgraph.types import Send
 from typing_extensions import TypedDict
 
 from synthgraph.agents.llm import StructuredOutputError
-from synthgraph.agents.personas import PersonaDraft, call_seed, personas_from_text, related_persona
+from synthgraph.agents.personas import (
+    PERSPECTIVES,
+    PersonaDraft,
+    call_seed,
+    persona_from_text,
+    related_persona,
+)
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.dedup import DedupResult, DedupService, ProgressCallback
 from synthgraph.tools.io import content_id
@@ -64,6 +70,7 @@ class PersonasState(PersonasInput, total=False):
 
 class TextTask(TypedDict):
     text: InputText
+    perspective: str
 
 
 class ExpandTask(TypedDict):
@@ -76,7 +83,7 @@ class PersonasContext(RunContext):
     """Per-run knobs of the personas graph (Studio shows them as a form)."""
 
     personas_per_text: int = 1
-    """How many personas to infer from each text."""
+    """Personas inferred per text, one per perspective: read, write, like, dislike (1-4)."""
     relations: list[str] = field(default_factory=lambda: list(DEFAULT_RELATIONS))
     """Interpersonal relations to expand each persona along."""
     expand_rounds: int = 1
@@ -103,17 +110,24 @@ class PersonasContext(RunContext):
 
 
 def persona_record(
-    draft: PersonaDraft, *, source_id: str, input_id: str, relation: str | None, round: int
+    draft: PersonaDraft,
+    *,
+    source_id: str,
+    input_id: str,
+    round: int,
+    relation: str | None = None,
+    perspective: str | None = None,
 ) -> dict[str, Any]:
     persona = " ".join(draft.persona.split())
     return {
-        "id": content_id(persona, source_id, relation or ""),
+        "id": content_id(persona, source_id, relation or perspective or ""),
         "persona": persona,
         "role": draft.role.strip(),
         "domain": draft.domain.strip(),
         "source_id": source_id,
         "input_id": input_id,
         "relation": relation,
+        "perspective": perspective,
         "round": round,
     }
 
@@ -145,24 +159,21 @@ def _reject(record_id: str, stage: str, error: Exception) -> dict[str, Any]:
 # --- nodes ----------------------------------------------------------------------
 def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
     context = _context(runtime)
-    text = task["text"]
+    text, perspective = task["text"], task["perspective"]
     try:
-        drafts = personas_from_text(
+        draft = persona_from_text(
             text["text"],
-            context.personas_per_text,
+            perspective,
             record_id=text["id"],
             max_chars=context.max_text_chars,
-            **context.call_kwargs("text", text["id"]),
+            **context.call_kwargs("text", text["id"], perspective),
         )
     except (StructuredOutputError, ValueError) as error:
-        return {"rejects": [_reject(text["id"], "text_to_persona", error)]}
-    records: dict[str, dict[str, Any]] = {}
-    for draft in drafts:  # the same persona twice in one reply is one persona
-        record = persona_record(
-            draft, source_id=text["id"], input_id=text["id"], relation=None, round=0
-        )
-        records.setdefault(record["id"], record)
-    return {"generated": list(records.values())}
+        return {"rejects": [_reject(f"{text['id']}:{perspective}", "text_to_persona", error)]}
+    record = persona_record(
+        draft, source_id=text["id"], input_id=text["id"], round=0, perspective=perspective
+    )
+    return {"generated": [record]}
 
 
 def plan_round(state: PersonasState) -> dict[str, Any]:
@@ -206,11 +217,16 @@ def dedup(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[str, 
 
 
 # --- edges ----------------------------------------------------------------------
-def fan_out_texts(state: PersonasState) -> list[Send] | str:
+def fan_out_texts(state: PersonasState, runtime: Runtime[PersonasContext]) -> list[Send] | str:
     texts = state.get("texts", [])
     if not texts:
         return "plan_round"
-    return [Send("text_to_persona", {"text": text}) for text in texts]
+    perspectives = PERSPECTIVES[: max(1, _context(runtime).personas_per_text)]
+    return [
+        Send("text_to_persona", {"text": text, "perspective": perspective})
+        for text in texts
+        for perspective in perspectives
+    ]
 
 
 def fan_out_relations(state: PersonasState, runtime: Runtime[PersonasContext]) -> list[Send] | str:

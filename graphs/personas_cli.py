@@ -126,9 +126,9 @@ def _generate(
                 payload = {"texts": [{"id": text.id, "text": text.text}]}
                 result = personas_graph.invoke(payload, config, context=context)
             rejects = result.get("rejects", [])
-            if any(r["id"] == text.id for r in rejects):
-                failed = next(r for r in rejects if r["id"] == text.id)
-                raise ValueError(f"no persona from {text.source}: {failed['error']}")
+            if not any(record["round"] == 0 for record in result["personas"]):
+                errors = "; ".join(r["error"] for r in rejects if r["stage"] == "text_to_persona")
+                raise ValueError(f"no persona from {text.source}: {errors}")
             known = run.rejected_ids()
             for reject in rejects:  # expansions that failed; the rest of the tree is kept
                 if reject["id"] not in known:
@@ -286,7 +286,13 @@ def personas_command(
         str, typer.Option(help="Comma-separated relations to expand along.")
     ] = ",".join(DEFAULT_RELATIONS),
     per_text: Annotated[
-        int, typer.Option("--per-text", min=1, max=5, help="Personas inferred per text.")
+        int,
+        typer.Option(
+            "--per-text",
+            min=1,
+            max=4,
+            help="Personas per text: who would read, write, like, dislike it.",
+        ),
     ] = 1,
     expand_limit: Annotated[
         int | None,

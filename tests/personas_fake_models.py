@@ -19,15 +19,21 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 _TEXT = re.compile(r'"""\n(.*?)\n"""', re.DOTALL)
-_COUNT = re.compile(r"Describe (one person|\d+) ")
+_PERSPECTIVE = re.compile(r"Describe one person likely to (\w+) this text")
 _PARENT = re.compile(r"^Persona: (.*)$", re.MULTILINE)
-_RELATION = re.compile(r"who is this persona's (.+?)\.\n")
+_RELATION = re.compile(r"who is this persona's (.+?)\.")
 
 
-def persona_for_text(text: str, n: int = 0) -> str:
+def persona_for_text(text: str, perspective: str = "read") -> str:
     """The persona the fake infers from a text: its first words make it traceable."""
     words = " ".join(text.split()[:6])
-    return f"A reader number {n} who cares about '{words}' and reads such texts every week."
+    return f"Someone who would {perspective} '{words}' and thinks about such texts every week."
+
+
+def _last(pattern: re.Pattern[str], prompt: str) -> str | None:
+    """The last match: prompts open with a worked example, the real question comes last."""
+    found = pattern.findall(prompt)
+    return found[-1] if found else None
 
 
 class PromptAwareFake(BaseChatModel):
@@ -60,30 +66,23 @@ class PromptAwareFake(BaseChatModel):
 
     @staticmethod
     def reply(prompt: str) -> dict[str, Any]:
-        if (text := _TEXT.search(prompt)) and (count := _COUNT.search(prompt)):
-            if count.group(1) == "one person":
-                return {"persona": persona_for_text(text.group(1)), "role": "reader", "domain": "reading"}
+        text, perspective = _last(_TEXT, prompt), _last(_PERSPECTIVE, prompt)
+        if text and perspective:
             return {
-                "personas": [
-                    {
-                        "persona": persona_for_text(text.group(1), n),
-                        "role": "reader",
-                        "domain": "reading",
-                    }
-                    for n in range(int(count.group(1)))
-                ]
+                "persona": persona_for_text(text, perspective),
+                "role": "reader",
+                "domain": "reading",
             }
-        parent = _PARENT.search(prompt)
-        relation = _RELATION.search(prompt)
+        parent, relation = _last(_PARENT, prompt), _last(_RELATION, prompt)
         if parent and relation:
             return {
-                "persona": f"The {relation.group(1)} of ({parent.group(1)[:80]}) who knows them well.",
-                "role": relation.group(1),
+                "persona": f"The {relation} of ({parent[:80]}) who knows them well.",
+                "role": relation,
                 "domain": "people",
             }
         if parent and "math problem" in prompt:
             return {
-                "problem": f"How many weeks are in 3 years for ({parent.group(1)[:40]})?",
+                "problem": f"How many weeks are in 3 years for ({parent[:40]})?",
                 "answer": "156",
             }
         if parent and "tool" in prompt:
@@ -97,5 +96,5 @@ class PromptAwareFake(BaseChatModel):
                 },
             }
         if parent:
-            return {"prompt": f"Please help me plan my week ({parent.group(1)[:40]})."}
+            return {"prompt": f"Please help me plan my week ({parent[:40]})."}
         return {}

@@ -52,6 +52,7 @@ def test_text_to_persona_and_rounds_of_expansion_link_every_persona_to_its_paren
             "relation",
             "round",
         }
+        assert persona["perspective"] == ("read" if persona["round"] == 0 else None)
         if persona["round"] == 0:
             assert persona["relation"] is None and persona["source_id"] == persona["input_id"]
             assert persona["input_id"] in {t["id"] for t in TEXTS}
@@ -77,6 +78,10 @@ def test_several_personas_per_text_and_an_expansion_limit() -> None:
     )
     personas = run_graph(context)["personas"]
     assert sum(p["round"] == 0 for p in personas) == 6
+    # one persona per perspective: who would read, write and like each text
+    assert sorted(p["perspective"] for p in personas if p["round"] == 0) == sorted(
+        ["read", "write", "like"] * 2
+    )
     assert sum(p["round"] == 1 for p in personas) == 2
 
 
@@ -104,7 +109,7 @@ def test_a_reply_that_never_validates_is_a_reject_and_the_run_goes_on() -> None:
     fake = PromptAwareFake(bad=("sourdough", "'s student"))
     out = run_graph(PersonasContext(relations=["colleague", "student"], dedup=False), fake)
     rejects = {r["stage"]: r for r in out["rejects"]}
-    assert rejects["text_to_persona"]["id"] == "t-bread"
+    assert rejects["text_to_persona"]["id"] == "t-bread:read"
     assert "StructuredOutputError" in rejects["text_to_persona"]["error"]
     assert rejects["text_to_persona"]["raw"] == "not json at all"
     assert rejects["persona_to_persona"]["id"].endswith(":student")

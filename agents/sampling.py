@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from synthgraph.agents.llm import get_chat_model, invoke_structured, invoke_text
+from synthgraph.agents.llm import invoke_structured, invoke_text
 from synthgraph.prompts import render_messages
 from synthgraph.tools.settings import Role
 
@@ -22,12 +22,6 @@ class ReasoningVerdict(BaseModel):
     reasoning_correct: bool = Field(description="True only if every step of the solution is right")
 
 
-def model_name(role: Role) -> str:
-    """The name of the model that serves a role (for provenance in every record)."""
-    chat = get_chat_model(role)
-    return str(getattr(chat, "model_name", None) or getattr(chat, "model", None) or type(chat).__name__)
-
-
 def solve(question: str, *, role: Role, record_id: str, **model_kwargs: Any) -> Solution:
     """One sampled step-by-step solution ending in `#### <number>`."""
     reply = invoke_text(
@@ -36,7 +30,8 @@ def solve(question: str, *, role: Role, record_id: str, **model_kwargs: Any) -> 
     usage = reply.usage_metadata or {}
     return Solution(
         text=str(reply.content).strip(),
-        model=model_name(role),
+        # The endpoint's own name for the model (provenance); fakes report none.
+        model=str(reply.response_metadata.get("model_name") or role),
         completion_tokens=usage.get("output_tokens"),
     )
 

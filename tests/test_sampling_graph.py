@@ -19,20 +19,30 @@ from synthgraph.graphs.sampling_tools import sample_verified_solutions
 from synthgraph.tools.io import read_jsonl
 from synthgraph.tools.runs import Run
 
-PROBLEM = {"id": "p1", "question": "Tom has 2 apples and buys 3 more. How many now?", "answer": "2+3=5\n#### 5"}
+PROBLEM = {
+    "id": "p1",
+    "question": "Tom has 2 apples and buys 3 more. How many now?",
+    "answer": "2+3=5\n#### 5",
+}
 
 
 def verdict(ok: bool) -> dict[str, object]:
     return {"rationale": "every step holds" if ok else "2*3 is not 5", "reasoning_correct": ok}
 
 
-def write_problems(path: Path, rows: list[dict[str, str]], extra_lines: tuple[str, ...] = ()) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "".join(line + "\n" for line in extra_lines))
+def write_problems(
+    path: Path, rows: list[dict[str, str]], extra_lines: tuple[str, ...] = ()
+) -> Path:
+    path.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + "".join(line + "\n" for line in extra_lines)
+    )
     return path
 
 
 def test_graph_samples_verifies_and_judges() -> None:
-    weak = scripted_model("2+3 = 5\n#### 5", "2*3 = 6\n#### 6", "Two and three make five.\n#### 5.0")
+    weak = scripted_model(
+        "2+3 = 5\n#### 5", "2*3 = 6\n#### 6", "Two and three make five.\n#### 5.0"
+    )
     strong = scripted_model("2 + 3 = 5\n#### 5")
     # Judged in order: the strong model's kept solution, then the weak model's first kept one.
     judge = scripted_model(verdict(True), verdict(False))
@@ -45,7 +55,9 @@ def test_graph_samples_verifies_and_judges() -> None:
     assert [by_id[f"p1:weak:{i}"]["correct"] for i in range(3)] == [True, False, True]
     assert by_id["p1:weak:1"]["answer"] == "6" and by_id["p1:weak:1"]["gold"] == "5"
     assert by_id["p1:strong:0"]["judge"] == verdict(True)
-    assert by_id["p1:weak:0"]["judge"] == verdict(False)  # right answer, wrong reasoning: stored with why
+    assert by_id["p1:weak:0"]["judge"] == verdict(
+        False
+    )  # right answer, wrong reasoning: stored with why
     assert by_id["p1:weak:2"]["judge"] is None  # one judged per model and problem
     assert by_id["p1:weak:1"]["judge"] is None  # wrong answers are never judged
 
@@ -66,7 +78,11 @@ def test_run_rejects_bad_records_and_goes_on(tmp_path: Path) -> None:
     run = Run.open("sampling", out=tmp_path / "run")
     with use_chat_models(weak=weak, strong=strong):
         result, report = run_sampling(
-            problems, run, SamplingContext(weak_k=1, strong_k=1, judge_per_model=0), workers=1, show_progress=False
+            problems,
+            run,
+            SamplingContext(weak_k=1, strong_k=1, judge_per_model=0),
+            workers=1,
+            show_progress=False,
         )
     assert (result.processed, result.rejected, report["problems"]) == (2, 0, 2)
     rejects = {r["id"]: r for r in read_jsonl(tmp_path / "run" / "rejects.jsonl")}
@@ -84,7 +100,10 @@ def interrupted_after(replies_before: list[str]) -> Iterator[AIMessage]:
 
 
 def test_resume_after_interruption(tmp_path: Path) -> None:
-    rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(1, 4)]
+    rows = [
+        {"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"}
+        for i in range(1, 4)
+    ]
     problems = write_problems(tmp_path / "problems.jsonl", rows)
     context = SamplingContext(weak_k=2, strong_k=1, judge_per_model=0)
     out = tmp_path / "run"
@@ -93,7 +112,9 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     weak = GenericFakeChatModel(messages=interrupted_after(["#### 2", "#### 2", "#### 4"]))
     strong = scripted_model("#### 2", "#### 4", "#### 6")
     with use_chat_models(weak=weak, strong=strong), pytest.raises(KeyboardInterrupt):
-        run_sampling(problems, Run.open("sampling", out=out), context, workers=1, show_progress=False)
+        run_sampling(
+            problems, Run.open("sampling", out=out), context, workers=1, show_progress=False
+        )
     assert {s["problem_id"] for s in read_jsonl(out / "samples.jsonl")} == {"q1"}
 
     # Resume: only q2 and q3 are sampled (4 weak replies, 2 strong), nothing twice.
@@ -101,7 +122,11 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     strong = scripted_model("#### 4", "#### 6")
     with use_chat_models(weak=weak, strong=strong):
         result, report = run_sampling(
-            problems, Run.open("sampling", out=out, resume=str(out)), context, workers=1, show_progress=False
+            problems,
+            Run.open("sampling", out=out, resume=str(out)),
+            context,
+            workers=1,
+            show_progress=False,
         )
     assert (result.skipped, result.processed) == (1, 2)
     ids = [s["id"] for s in read_jsonl(out / "samples.jsonl")]
@@ -115,7 +140,18 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
 def test_cli_plan_run_and_report(tmp_path: Path) -> None:
     runner = CliRunner()
     planned = runner.invoke(
-        app, ["sampling", "plan", "--budget", "1.2e14", "--problems", "100", "--tokens-per-solution", "200", "--json"]
+        app,
+        [
+            "sampling",
+            "plan",
+            "--budget",
+            "1.2e14",
+            "--problems",
+            "100",
+            "--tokens-per-solution",
+            "200",
+            "--json",
+        ],
     )
     assert planned.exit_code == 0, planned.output
     assert [m["samples_per_problem"] for m in json.loads(planned.stdout)["models"]] == [6, 2]
@@ -126,7 +162,18 @@ def test_cli_plan_run_and_report(tmp_path: Path) -> None:
     with use_chat_models(weak=scripted_model(*replies("#### 5", 3)), strong=scripted_model("#### 5"),
                          judge=scripted_model(verdict(True), verdict(True))):  # fmt: skip
         ran = runner.invoke(
-            app, ["sampling", "run", str(problems), "--out", str(out), "--budget", "3e11", "--tokens-per-solution", "100"]
+            app,
+            [
+                "sampling",
+                "run",
+                str(problems),
+                "--out",
+                str(out),
+                "--budget",
+                "3e11",
+                "--tokens-per-solution",
+                "100",
+            ],
         )
     assert ran.exit_code == 0, ran.output
     assert "coverage@k" in ran.stdout
@@ -140,7 +187,9 @@ def test_cli_plan_run_and_report(tmp_path: Path) -> None:
     assert json.loads(reported.stdout)["false_positives"][1]["judged"] == 1
 
     missing = runner.invoke(app, ["sampling", "report", str(tmp_path)])
-    assert missing.exit_code == 2 and "is this a sampling run folder" in " ".join(missing.output.split())
+    assert missing.exit_code == 2 and "is this a sampling run folder" in " ".join(
+        missing.output.split()
+    )
 
 
 def test_langchain_tool_runs_inside_the_workspace(isolated_settings: Path) -> None:
@@ -148,7 +197,13 @@ def test_langchain_tool_runs_inside_the_workspace(isolated_settings: Path) -> No
     write_problems(isolated_settings / "problems.jsonl", [PROBLEM])
     with use_chat_models(weak=scripted_model("#### 5", "#### 4"), strong=scripted_model("#### 5")):
         result = sample_verified_solutions.invoke(
-            {"problems_file": "problems.jsonl", "out_dir": "runs/s1", "weak_k": 2, "strong_k": 1, "judge_per_model": 0}
+            {
+                "problems_file": "problems.jsonl",
+                "out_dir": "runs/s1",
+                "weak_k": 2,
+                "strong_k": 1,
+                "judge_per_model": 0,
+            }
         )
     assert result["processed"] == 1 and result["sft_records"] == 2
     assert result["sft_files"] == ["sft.jsonl", "sft_strong.jsonl", "sft_weak.jsonl"]
@@ -168,3 +223,25 @@ def test_embedded_model_solves_and_is_verified(tmp_path: Path) -> None:
     assert len(samples) == 2 and all(s["text"] and s["completion_tokens"] for s in samples)
     assert all(s["gold"] == "5" for s in samples)
     assert report["sft_records"] == sum(s["correct"] for s in samples)
+
+
+def test_role_strong_routes_to_the_strong_local_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With SYNTHGRAPH_STRONG_LOCAL_MODEL on, role strong gets the 1.5B GGUF's server; others do not."""
+    from synthgraph.agents import llm
+    from synthgraph.agents.local_model import STRONG_MODEL, Endpoint
+    from synthgraph.tools.settings import get_settings
+
+    served: list[Path | None] = []
+
+    def fake_endpoint(model_path: Path | None = None, settings: object = None) -> Endpoint:
+        served.append(model_path)
+        return Endpoint("http://127.0.0.1:9/v1", "m", model_path or tmp_path / "embedded.gguf")
+
+    monkeypatch.setattr(llm, "local_endpoint", fake_endpoint)
+    monkeypatch.setattr(llm, "assemble", lambda model, cache_dir: tmp_path / model.file_name)
+    monkeypatch.setenv("SYNTHGRAPH_STRONG_LOCAL_MODEL", "true")
+    get_settings.cache_clear()
+    strong = llm.get_chat_model("strong", max_tokens=64)
+    llm.get_chat_model("weak")
+    assert served == [tmp_path / STRONG_MODEL.file_name, None]
+    assert strong.extra_body == {"max_tokens": 64}  # type: ignore[attr-defined]

@@ -189,6 +189,11 @@ def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> lis
         personas.write_many(kept)
         losers.write_many(dropped)
     run.manifest["dedup_in_flight"] = []
+    # The dedup report of this attempt, kept with the run.
+    run.manifest["dedup"] = {
+        stage: {"checked": checked, "kept": kept_count, "dropped": dropped_count}
+        for stage, checked, kept_count, dropped_count in result.summary_rows()
+    }
     run.save_manifest()
     return result.summary_rows()
 

@@ -163,6 +163,7 @@ def test_personas_job_writes_kept_dropped_rejects_and_a_rerun_adds_nothing(
     assert (reject["id"], reject["stage"], reject["error"]) == ("empty.txt", "input", "empty file")
     manifest = json.loads((tmp_path / "run1" / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["counts"]["kept"] == first.kept
+    assert manifest["dedup"]["total"] == {"checked": 4, "kept": first.kept, "dropped": first.dropped}
     # same texts, new run: the persistent dedup memory already holds every persona
     assert (second.generated, second.kept, second.dropped) == (4, 0, 4)
     kept_ids = {p["id"] for p in personas}

@@ -137,6 +137,10 @@ from synthgraph.graphs.sampling_cli import sampling_app  # noqa: E402
 
 app.add_typer(sampling_app, name="sampling")
 
+from synthgraph.graphs.retrieval_cli import retrieval_app  # noqa: E402
+
+app.add_typer(retrieval_app, name="retrieval")
+
 
 def main() -> None:
     app()

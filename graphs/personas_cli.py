@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from synthgraph.graphs.cli_support import console, fail, progress, stdout, table
 from synthgraph.graphs.personas import DEFAULT_RELATIONS, PersonasContext, builder, dedup_personas
 from synthgraph.graphs.synthesis import SynthesisContext
 from synthgraph.graphs.synthesis import graph as synthesis_graph
-from synthgraph.tools.io import InputError, TextRecord, load_texts, read_jsonl
+from synthgraph.tools.io import InputError, TextRecord, load_texts, read_jsonl, write_json
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.runs import Run, RunError
 from synthgraph.tools.settings import get_settings
@@ -38,6 +39,9 @@ GENERATED = "generated.jsonl"
 PERSONAS = "personas.jsonl"
 DROPPED = "dropped.jsonl"
 ITEMS = "items.jsonl"
+IN_FLIGHT = (
+    "dedup_in_flight.json"  # ids handed to the dedup service, until their verdicts are written
+)
 
 
 # --- personas -------------------------------------------------------------------
@@ -160,9 +164,11 @@ def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> lis
         return []
     # The dedup memory is written before our files: if a kill lands between the
     # two, these records meet themselves on resume. Remember who was in flight.
-    in_flight = set(run.manifest.get("dedup_in_flight", []))
-    run.manifest["dedup_in_flight"] = list(pending)
-    run.save_manifest()
+    in_flight_file = run.path(IN_FLIGHT)
+    in_flight = (
+        set(json.loads(in_flight_file.read_text("utf-8"))) if in_flight_file.exists() else set()
+    )
+    write_json(list(pending), in_flight_file)
 
     with progress(transient=not show_progress) as bar:
         tasks: dict[str, Any] = {}
@@ -188,7 +194,7 @@ def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> lis
     with run.writer(PERSONAS) as personas, run.writer(DROPPED) as losers:
         personas.write_many(kept)
         losers.write_many(dropped)
-    run.manifest["dedup_in_flight"] = []
+    in_flight_file.unlink()
     # The dedup report of this attempt, kept with the run.
     run.manifest["dedup"] = {
         stage: {"checked": checked, "kept": kept_count, "dropped": dropped_count}

@@ -163,7 +163,11 @@ def test_personas_job_writes_kept_dropped_rejects_and_a_rerun_adds_nothing(
     assert (reject["id"], reject["stage"], reject["error"]) == ("empty.txt", "input", "empty file")
     manifest = json.loads((tmp_path / "run1" / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["counts"]["kept"] == first.kept
-    assert manifest["dedup"]["total"] == {"checked": 4, "kept": first.kept, "dropped": first.dropped}
+    assert manifest["dedup"]["total"] == {
+        "checked": 4,
+        "kept": first.kept,
+        "dropped": first.dropped,
+    }
     # same texts, new run: the persistent dedup memory already holds every persona
     assert (second.generated, second.kept, second.dropped) == (4, 0, 4)
     kept_ids = {p["id"] for p in personas}
@@ -204,11 +208,10 @@ def test_records_judged_when_a_kill_cut_the_dedup_stage_short_are_kept_once(
     generated = [r["id"] for r in read_jsonl(run_dir / "generated.jsonl")]
     (run_dir / "personas.jsonl").unlink()
     (run_dir / "dropped.jsonl").unlink()
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    manifest["dedup_in_flight"] = generated
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    (run_dir / "dedup_in_flight.json").write_text(json.dumps(generated))
     personas_job(texts_dir, run_dir, resume=str(run_dir), show_progress=False)
     again = list(read_jsonl(run_dir / "personas.jsonl"))
+    assert not (run_dir / "dedup_in_flight.json").exists()
     assert sorted(p["id"] for p in again) == sorted(
         json.loads(line)["id"] for line in kept.splitlines()
     )

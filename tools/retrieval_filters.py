@@ -1,0 +1,112 @@
+"""Filters over generated (query, document) pairs, and hard-negative mining.
+
+Each filter takes pairs (dicts with `id`, `source_id`, `query`, ...) and the
+scores it needs, and returns the kept pairs with a `FilterReport` of how many
+it removed. Scoring (reranker, retriever) happens in the caller, so the
+keep/drop rules here are plain and testable.
+
+- InPars-v1: keep the top fraction by the generator's mean token log-prob.
+- InPars-v2: keep the top fraction by a cross-encoder's relevance score.
+- Promptagator round-trip: keep a pair when a retriever returns its source
+  document in the top k for the query.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from synthgraph.tools.retrieval_index import Hits
+
+Pair = dict[str, Any]
+
+
+@dataclass
+class FilterReport:
+    name: str
+    before: int
+    kept: int
+    note: str = ""
+
+    @property
+    def removed(self) -> int:
+        return self.before - self.kept
+
+
+def keep_top(pairs: Sequence[Pair], scores: Sequence[float | None], keep_fraction: float) -> list[Pair]:
+    """The best-scored `keep_fraction` of pairs (unscored pairs rank last), in input order."""
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep fraction must be in (0, 1], not {keep_fraction}")
+    if len(scores) != len(pairs):
+        raise ValueError(f"{len(scores)} scores for {len(pairs)} pairs")
+    keep = math.ceil(len(pairs) * keep_fraction)
+    order = sorted(range(len(pairs)), key=lambda i: math.inf if scores[i] is None else -scores[i])  # type: ignore[operator]
+    chosen = set(order[:keep])
+    return [pair for i, pair in enumerate(pairs) if i in chosen]
+
+
+def logprob_filter(pairs: Sequence[Pair], keep_fraction: float) -> tuple[list[Pair], FilterReport]:
+    """InPars-v1. Skipped (everything kept) when no pair carries a log-prob."""
+    scores = [p.get("logprob") for p in pairs]
+    if pairs and all(s is None for s in scores):
+        note = "skipped: the endpoint returned no log-probabilities"
+        return list(pairs), FilterReport("logprob", len(pairs), len(pairs), note)
+    kept = keep_top(pairs, scores, keep_fraction)
+    return kept, FilterReport("logprob", len(pairs), len(kept), f"top {keep_fraction:.0%} by mean token log-prob")
+
+
+def reranker_filter(
+    pairs: Sequence[Pair], scores: Sequence[float], keep_fraction: float, note: str = ""
+) -> tuple[list[Pair], FilterReport]:
+    """InPars-v2: keep the top fraction by the reranker's score of (query, source document)."""
+    kept = keep_top(pairs, list(scores), keep_fraction)
+    return kept, FilterReport("reranker", len(pairs), len(kept), note or f"top {keep_fraction:.0%} by reranker score")
+
+
+def roundtrip_filter(
+    pairs: Sequence[Pair], hits: Sequence[Hits], k: int, note: str = ""
+) -> tuple[list[Pair], FilterReport]:
+    """Promptagator: keep a pair when its source document is in the retriever's top k for its query."""
+    if len(hits) != len(pairs):
+        raise ValueError(f"{len(hits)} result lists for {len(pairs)} pairs")
+    kept = [
+        pair for pair, found in zip(pairs, hits, strict=True) if pair["source_id"] in {doc for doc, _ in found[:k]}
+    ]
+    return kept, FilterReport("roundtrip", len(pairs), len(kept), note or f"source document in the top {k}")
+
+
+def mine_negatives(
+    positive_id: str,
+    ranked: Sequence[Hits],
+    corpus: Mapping[str, str],
+    count: int,
+    rng: random.Random | None = None,
+) -> list[str]:
+    """`count` hard-negative ids: the best-ranked documents of each retriever in turn, never the positive.
+
+    `ranked` holds one result list per retriever (e.g. BM25 and dense) for the
+    pair's query. Documents with the positive's exact text are skipped too (a
+    duplicate is not a negative). When the lists run dry, random corpus
+    documents fill the rest, so every triple has the same number of negatives.
+    """
+    positive_text = corpus.get(positive_id)
+    chosen: list[str] = []
+
+    def usable(doc_id: str) -> bool:
+        return doc_id != positive_id and doc_id not in chosen and corpus.get(doc_id) != positive_text
+
+    depth = max((len(hits) for hits in ranked), default=0)
+    for rank in range(depth):
+        for hits in ranked:
+            if len(chosen) < count and rank < len(hits) and usable(hits[rank][0]):
+                chosen.append(hits[rank][0])
+    others = [doc for doc in corpus if usable(doc)]
+    rng = rng or random.Random(0)
+    while len(chosen) < count and others:
+        pick = others.pop(rng.randrange(len(others)))
+        if usable(pick):
+            chosen.append(pick)
+    return chosen

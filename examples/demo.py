@@ -76,7 +76,7 @@ def main() -> None:
     texts = personas_job(TEXTS, out / "personas", context=context)
     stages = {row[0]: row for row in texts.stages}
     rows.append(
-        ["text → persona", texts.texts, texts.generated, texts.kept,
+        ["text→persona", texts.texts, texts.generated, texts.kept,
          stages.get("minhash", [0, 0, 0, 0])[3], stages.get("embedding", [0, 0, 0, 0])[3],
          texts.rejects, f"{time.monotonic() - clock:.0f} s"]
     )  # fmt: skip
@@ -90,7 +90,7 @@ def main() -> None:
     write_records(expanded["dropped"], out / "expanded_dropped.jsonl")
     dropped = dropped_by_stage(expanded["dropped"])
     rows.append(
-        ["persona → persona", len(seeds) * len(RELATIONS),
+        ["persona→persona", len(seeds) * len(RELATIONS),
          len(expanded["personas"]) + len(expanded["dropped"]), len(expanded["personas"]),
          dropped["minhash"], dropped["embedding"], len(expanded["rejects"]), f"{time.monotonic() - clock:.0f} s"]
     )  # fmt: skip
@@ -102,7 +102,7 @@ def main() -> None:
     math_context = SynthesisContext(task="math", max_tokens=MAX_TOKENS + 60)
     math = synthesis_job(out / "math_personas.jsonl", out / "math", context=math_context)
     rows.append(
-        ["persona → math", math.personas, math.items, math.items, "-", "-", math.rejects,
+        ["persona→math", math.personas, math.items, math.items, "-", "-", math.rejects,
          f"{time.monotonic() - clock:.0f} s"]
     )  # fmt: skip
 

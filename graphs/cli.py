@@ -141,6 +141,10 @@ from synthgraph.graphs.retrieval_cli import retrieval_app  # noqa: E402
 
 app.add_typer(retrieval_app, name="retrieval")
 
+from synthgraph.graphs.tabular_cli import app as tabular_app  # noqa: E402
+
+app.add_typer(tabular_app, name="tabular")
+
 
 def main() -> None:
     app()

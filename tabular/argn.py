@@ -97,7 +97,7 @@ class _FlatPart:
         top_p: float,
         generator: torch.Generator,
         ban_missing: bool = False,
-        batch_size: int = 8192,
+        batch_size: int = 16384,
     ) -> np.ndarray:
         """Codes for every row of `fixed_frame`; `fixed` (rows, columns) marks kept cells."""
         suppress = [list(s["suppress"]) for s in self.encoder.sub_columns]

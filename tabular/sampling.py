@@ -30,19 +30,21 @@ def draw(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Sample one token per row with temperature and nucleus (top-p) filtering."""
-    probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
+    scaled = logits / max(temperature, 1e-6)
+    # Unnormalised weights are enough for inverse-CDF sampling.
+    weights = torch.exp(scaled - scaled.max(dim=-1, keepdim=True).values)
     if top_p < 1.0:
+        probs = weights / weights.sum(dim=-1, keepdim=True)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always the top token).
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        weights = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
     # Inverse-CDF sampling: much faster than torch.multinomial for many small rows.
-    cumulative = probs.cumsum(dim=-1)
-    uniform = torch.rand(probs.shape[0], 1, generator=generator) * cumulative[:, -1:]
-    drawn = (cumulative <= uniform).sum(dim=-1)
-    # Never land on a zero-probability token through float rounding at the top end.
-    return torch.minimum(drawn, (probs > 0).cumsum(dim=-1).argmax(dim=-1))
+    # The uniform stays strictly below the total, so a zero-weight token at the
+    # end can never be drawn through rounding.
+    cumulative = weights.cumsum(dim=-1)
+    uniform = torch.rand(weights.shape[0], 1, generator=generator) * (cumulative[:, -1:] * (1 - 1e-6))
+    return torch.searchsorted(cumulative, uniform, right=True).squeeze(-1)
 
 
 @torch.no_grad()

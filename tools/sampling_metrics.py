@@ -164,6 +164,7 @@ def plot_metrics(rows: list[KRow], out_dir: Path) -> list[Path]:
                     marker="o",
                     label=f"{role} ({mine[0].model})",
                 )
+            axis.set_ylim(0, 1.05 if metric == "coverage" else None)
             axis.set_xlabel(x_label)
             axis.set_ylabel(label)
             axis.grid(alpha=0.3)

@@ -15,15 +15,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import random
+import shutil
 import time
 from pathlib import Path
 
 from synthgraph.graphs.retrieval import RetrievalContext
-from synthgraph.graphs.retrieval_cli import PAIRS, generate_job
+from synthgraph.graphs.retrieval_cli import (
+    TRIPLES,
+    eval_job,
+    filter_job,
+    generate_job,
+    load_triples,
+)
+from synthgraph.tools.io import read_jsonl, write_json, write_records
+from synthgraph.tools.retrieval_data import load_qrels
+from synthgraph.tools.retrieval_training import train_bi_encoder, train_cross_encoder
 
 DATA = Path("/work/shared/data/debian-descriptions")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "retrieval" / "software_packages.json"
+
+
+def working_corpus(data: Path, generation: Path, out: Path, size: int, seed: int = 7) -> Path:
+    """A BEIR folder over part of the corpus: every judged document, every document the
+    generator wrote queries for (the first 400 of its order), and seeded random distractors
+    up to `size` (0: the whole corpus). Encoding 20,000 documents once per model does
+    not fit the CPU budget of this machine; the subset keeps the task, at a smaller scale."""
+    if (out / "corpus.jsonl").exists():
+        return out
+    rows = {row["_id"]: row for row in read_jsonl(data / "corpus.jsonl")}
+    keep: list[str] = []
+    for split in ("dev", "test"):
+        keep += [doc for rel in load_qrels(data / "qrels" / f"{split}.tsv").values() for doc in rel]
+    generated = list(rows)
+    random.Random(json.loads((generation / "manifest.json").read_text())["config"]["seed"]).shuffle(generated)
+    keep += generated[:400]
+    keep = list(dict.fromkeys(keep))
+    others = [doc for doc in rows if doc not in set(keep)]
+    random.Random(seed).shuffle(others)
+    chosen = set(keep + others[: max(0, size - len(keep))]) if size else set(rows)
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    write_records([rows[doc] for doc in rows if doc in chosen], out / "corpus.jsonl")
+    shutil.copy(data / "queries.jsonl", out / "queries.jsonl")
+    for split in ("dev", "test"):
+        shutil.copy(data / "qrels" / f"{split}.tsv", out / "qrels" / f"{split}.tsv")
+    return out
 
 
 def main() -> None:
@@ -32,11 +68,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/bench/retrieval"))
     parser.add_argument("--docs", type=int, default=2000, help="corpus documents to write queries for")
     parser.add_argument("--gen-minutes", type=float, default=40.0, help="time budget of generation")
+    parser.add_argument("--eval-docs", type=int, default=2500, help="size of the evaluation corpus (0: all)")
+    parser.add_argument("--keep", type=float, default=0.8, help="fraction kept by the logprob and reranker filters")
+    parser.add_argument("--top-k", type=int, default=10, help="round-trip filter depth")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--negatives", type=int, default=1, help="hard negatives per query in the loss")
     parser.add_argument("--stages", default="generate,filter,train,eval")
     parser.add_argument("--test", action="store_true", help="also evaluate on test (do it once, at the end)")
     args = parser.parse_args()
     stages = set(args.stages.split(","))
     generation = args.out / "generation"
+    models = args.out / "models"
     timings: dict[str, float] = {}
 
     if "generate" in stages:
@@ -56,8 +99,66 @@ def main() -> None:
         )
         timings["generate"] = time.monotonic() - started
         print(f"generate: {summary.pairs} pairs, {summary.rejects} rejects, stopped early: {summary.stopped_early}")
-    pairs = sum(1 for _ in (generation / PAIRS).open()) if (generation / PAIRS).exists() else 0
-    print(json.dumps({"pairs": pairs, "timings": timings, "pid": os.getpid()}))
+    beir = working_corpus(args.data, generation, args.out / "beir-subset", args.eval_docs)
+    corpus = beir / "corpus.jsonl"
+
+    if "filter" in stages:
+        started = time.monotonic()
+        for name, filters in (("unfiltered", []), ("filtered", ["logprob", "reranker", "roundtrip"])):
+            summary = filter_job(
+                generation, filters=filters, out=args.out / name, corpus_path=corpus,
+                keep=args.keep, top_k=args.top_k, negatives=3,
+            )  # fmt: skip
+            print(f"{name}: {summary.pairs} pairs → {summary.kept} kept, {summary.triples} triples")
+            for report in summary.filters:
+                print(f"  {report['name']}: {report['before']} → {report['kept']} ({report['note']})")
+        timings["filter"] = time.monotonic() - started
+
+    if "train" in stages:
+        started = time.monotonic()
+        for name in ("unfiltered", "filtered"):
+            triples = load_triples(args.out / name / TRIPLES)
+            report = train_bi_encoder(
+                triples, models / f"minilm-{name}", epochs=args.epochs,
+                learning_rate=args.learning_rate, negatives=args.negatives,
+            )  # fmt: skip
+            print(f"train {name}: {report}")
+        report = train_cross_encoder(load_triples(args.out / "unfiltered" / TRIPLES), models / "reranker", epochs=args.epochs)
+        print(f"train reranker: {report}")
+        timings["train"] = time.monotonic() - started
+
+    if "eval" in stages:
+        systems: dict[str, Path | None] = {
+            "MiniLM (base)": None,
+            "MiniLM fine-tuned, unfiltered": models / "minilm-unfiltered",
+            "MiniLM fine-tuned, filtered": models / "minilm-filtered",
+        }
+        results: dict[str, list[dict[str, object]]] = {}
+        for split in ("dev", "test") if args.test else ("dev",):
+            started = time.monotonic()
+            results[split] = eval_job(
+                beir, split=split, models=systems, reranker=models / "reranker", rerank_depth=10,
+                rerank=["BM25", "MiniLM fine-tuned, filtered"],
+            )  # fmt: skip
+            timings[f"eval_{split}"] = time.monotonic() - started
+        print_table(results, args.out)
+        write_json({"results": results, "timings": timings, "args": vars(args)}, args.out / "results.json")
+    print(json.dumps({"timings": {k: round(v, 1) for k, v in timings.items()}}))
+
+
+def print_table(results: dict[str, list[dict[str, object]]], out: Path) -> None:
+    splits = list(results)
+    print(f"\n{'system':48}" + "".join(f"{'nDCG@10 ' + s:>14}{'R@100 ' + s:>12}{'MRR@10 ' + s:>13}" for s in splits))
+    for i, row in enumerate(results[splits[0]]):
+        line = f"{row['system']!s:48}"
+        for split in splits:
+            r = results[split][i]
+            line += f"{r['ndcg@10']:>14.4f}{r['recall@100']:>12.4f}{r['mrr@10']:>13.4f}"
+        print(line)
+    for name in ("unfiltered", "filtered"):
+        report = json.loads((out / name / "filter_report.json").read_text())
+        kept = ", ".join(f"{f['name']} kept {f['kept']}/{f['before']}" for f in report["filters"]) or "no filter"
+        print(f"{name}: {report['pairs']} pairs → {report['triples']} triples ({kept})")
 
 
 if __name__ == "__main__":

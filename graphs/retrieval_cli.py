@@ -238,11 +238,11 @@ def filter_job(
     run = Run.open("retrieval", resume=str(run_dir))
     out = out or run.root / ("filtered" if filters else "unfiltered")
     corpus = load_corpus(corpus_path or Path(run.manifest["config"]["corpus"]))
-    pairs = []
+    pairs: dict[str, dict[str, Any]] = {}  # by id: the same query for the same document counts once
     already = run.rejected_ids()
     for pair in read_jsonl(run.path(PAIRS)):
         if pair["source_id"] in corpus:
-            pairs.append(pair)
+            pairs.setdefault(pair["id"], pair)
         elif pair["id"] not in already:
             run.rejects.reject(pair["id"], "filter", f"source document {pair['source_id']!r} is not in the corpus")
     if not pairs:
@@ -257,7 +257,7 @@ def filter_job(
             dense = DenseIndex(corpus, base_retriever, cache_dir=vectors_cache())
         return dense
 
-    kept = pairs
+    kept = list(pairs.values())
     for name in filters:
         started = time.monotonic()
         if name == "logprob":
@@ -424,12 +424,14 @@ def eval_job(
     models: dict[str, Path | None] | None = None,
     reranker: Path | None = None,
     rerank_depth: int = 20,
+    rerank: list[str] | None = None,
     bm25: bool = True,
 ) -> list[dict[str, Any]]:
     """nDCG@10, Recall@100 and MRR@10 per system: BM25, each bi-encoder, and each + reranker.
 
     `models` maps a name to a sentence-transformers folder (None: the base
-    MiniLM). The reranker reorders each first stage's top `rerank_depth`.
+    MiniLM). The reranker reorders the top `rerank_depth` of each first stage
+    named in `rerank` (default: all).
     """
     data = load_beir(beir_dir, split)
     if not data.queries:
@@ -446,6 +448,8 @@ def eval_job(
     if reranker is not None:
         model = Reranker(reranker)
         for name, hits in first_stages.items():
+            if rerank is not None and name not in rerank:
+                continue
             reranked = []
             for text, found in zip(texts, hits, strict=True):
                 head = found[:rerank_depth]

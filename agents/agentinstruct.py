@@ -34,6 +34,9 @@ INSTRUCTION_TOKENS = 150
 ANSWER_TOKENS = 300
 JUDGE_TOKENS = 160
 SUGGEST_TOKENS = 150
+# A task shorter than this is a fragment ("Refactor code"), not an instruction
+# a model can learn from; small models produce such fragments often.
+MIN_INSTRUCTION_WORDS = 5
 
 
 class SkillError(ValueError):
@@ -217,7 +220,7 @@ def create_instruction(
     reply = invoke_text(
         messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
     )
-    return _strip_label(_text_of(reply.content, record_id, "instruction"))
+    return _as_instruction(_text_of(reply.content, record_id, "instruction"), record_id)
 
 
 def answer_instruction(
@@ -306,7 +309,7 @@ def edit_instruction(
     reply = invoke_text(
         messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
     )
-    return _strip_label(_text_of(reply.content, record_id, "edited instruction"))
+    return _as_instruction(_text_of(reply.content, record_id, "edited instruction"), record_id)
 
 
 def chat_messages(skill: Skill, text: str, instruction: str, answer: str) -> list[dict[str, str]]:
@@ -336,14 +339,17 @@ _LABEL = re.compile(
 )
 
 
-def _strip_label(text: str) -> str:
-    """Drop a leading 'Task:'/'Instruction:' label and wrapping quotes the model may add."""
-    text = _LABEL.sub("", text, count=1).strip()
-    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    if not text:
-        raise UnusableReplyError("the model gave only a label, no task", raw=text)
-    return text
+def _as_instruction(text: str, record_id: str | None) -> str:
+    """The task without a leading 'Task:' label or wrapping quotes; a fragment is an error."""
+    task = _LABEL.sub("", text, count=1).strip()
+    if len(task) > 1 and task[0] == task[-1] and task[0] in "\"'":
+        task = task[1:-1].strip()
+    if len(task.split()) < MIN_INSTRUCTION_WORDS:
+        raise UnusableReplyError(
+            f"{record_id or 'record'}: the task {task!r} is too short (under {MIN_INSTRUCTION_WORDS} words)",
+            raw=text,
+        )
+    return task
 
 
 _FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.S)

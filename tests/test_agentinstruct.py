@@ -419,3 +419,18 @@ def test_a_seed_without_an_id_gets_one_from_its_text() -> None:
     assert (
         record["seed_id"] == content_id(SEED["text"]) and record["seed_source"] == record["seed_id"]
     )
+
+
+def test_a_fragment_instead_of_a_task_is_rejected_with_the_reason() -> None:
+    def generator(prompt: str) -> str:
+        return (
+            "Task: Refactor code"
+            if "Write one task of this type" in prompt
+            else generator_reply(prompt)
+        )
+
+    result, _, judge = run_graph(generator=generator, refine_rounds=1)
+    assert result["instructions"] == [] and judge.prompts == []
+    [rejected] = result["rejected"]
+    assert rejected["stage"] == "create" and "'Refactor code' is too short" in rejected["error"]
+    assert rejected["raw"] == "Task: Refactor code"

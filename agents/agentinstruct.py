@@ -157,9 +157,9 @@ def choose_transformations(
     choice_schema = create_model(
         "TransformationChoice",
         transformations=(
-            list[Literal[names]],
+            list[Literal[names]],  # type: ignore[valid-type]
             Field(min_length=1, description="Transformation names"),
-        ),  # type: ignore[valid-type]
+        ),
     )
     messages = render_messages(
         skill.prompt("route.md"),

@@ -299,7 +299,7 @@ transformation_builder = StateGraph(
     output_schema=TransformationOutput,
 )
 transformation_builder.add_node("route", route)
-transformation_builder.add_node("transform", transform)
+transformation_builder.add_node("transform", transform, input_schema=TransformTask)
 transformation_builder.add_edge(START, "route")
 transformation_builder.add_conditional_edges("route", fan_out_transforms, ["transform"])
 transformation_builder.add_edge("transform", END)

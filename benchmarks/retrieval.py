@@ -102,6 +102,9 @@ def main() -> None:
     beir = working_corpus(args.data, generation, args.out / "beir-subset", args.eval_docs)
     corpus = beir / "corpus.jsonl"
 
+    if "stats" in stages or "filter" in stages:
+        print_query_stats(generation, beir)
+
     if "filter" in stages:
         started = time.monotonic()
         for name, filters in (("unfiltered", []), ("filtered", ["logprob", "reranker", "roundtrip"])):
@@ -144,6 +147,21 @@ def main() -> None:
         print_table(results, args.out)
         write_json({"results": results, "timings": timings, "args": vars(args)}, args.out / "results.json")
     print(json.dumps({"timings": {k: round(v, 1) for k, v in timings.items()}}))
+
+
+def print_query_stats(generation: Path, beir: Path) -> None:
+    """How the generated queries compare with the real ones (style, length, overlap with judged documents)."""
+    pairs = list(read_jsonl(generation / "pairs.jsonl"))
+    queries = {row["_id"]: row["text"] for row in read_jsonl(beir / "queries.jsonl")}
+    dev = load_qrels(beir / "qrels" / "dev.tsv")
+    judged = {doc for rel in dev.values() for doc in rel}
+    words = [len(p["query"].split()) for p in pairs]
+    real = [len(queries[q].split()) for q in dev]
+    sources = {p["source_id"] for p in pairs}
+    print(
+        f"queries: {len(pairs)} generated for {len(sources)} documents; mean words {sum(words) / max(1, len(words)):.1f} "
+        f"(dev queries: {sum(real) / len(real):.1f}); dev positives with a generated query: {len(sources & judged)}"
+    )
 
 
 def print_table(results: dict[str, list[dict[str, object]]], out: Path) -> None:

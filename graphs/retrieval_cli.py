@@ -267,7 +267,7 @@ def filter_job(
             kept, report = reranker_filter(kept, scores, keep, note)
         else:
             hits = dense_index().search([p["query"] for p in kept], top_k)
-            kept, report = roundtrip_filter(kept, hits, top_k, f"source in the top {top_k} of {base_retriever.model_path.name}")
+            kept, report = roundtrip_filter(kept, hits, top_k, f"source in the top {top_k} of {retriever or 'base MiniLM'}")
         summary.filters.append({**asdict(report), "removed": report.removed})
         summary.seconds[name] = round(time.monotonic() - started, 1)
         log.info("retrieval.filter", filter=name, before=report.before, kept=report.kept, note=report.note)

@@ -51,8 +51,9 @@ def dedicated_weak_model() -> Path:
     from synthgraph.agents.local_model import EMBEDDED_MODEL, assemble
 
     embedded = assemble(EMBEDDED_MODEL)
-    link = embedded.with_name(embedded.stem + ".bench.gguf")
+    link = embedded.parent / "bench" / embedded.name  # same file name: the same model alias
     if not link.exists():
+        link.parent.mkdir(exist_ok=True)
         link.hardlink_to(embedded)
     return link
 

@@ -73,7 +73,9 @@ def summary_markdown(report: dict[str, Any], seconds: float) -> str:
         "| budget | model | k | coverage@k | diversity@k | FLOPs/problem (measured tokens) |",
         "|---|---|---|---|---|---|",
     ]
-    held: list[bool] = []
+    measured: list[str] = []
+    coverage_held: list[bool] = []
+    diversity_held: list[bool] = []
     strong_ks = sorted(k for role, k in by_k if role == "strong")
     for k in strong_ks:
         strong, weak = by_k[("strong", k)], by_k.get(("weak", ratio * k))
@@ -84,20 +86,36 @@ def summary_markdown(report: dict[str, Any], seconds: float) -> str:
                 f"| SE k={k} | {row['role']} ({row['model']}) | {row['k']} | {row['coverage']:.3f} "
                 f"| {row['diversity']:.3f} | {row['flops_per_problem']:.3g} |"
             )
-        held.append(weak["coverage"] >= strong["coverage"] and weak["diversity"] >= strong["diversity"])
+        coverage_held.append(weak["coverage"] >= strong["coverage"])
+        diversity_held.append(weak["diversity"] >= strong["diversity"])
+        spent = weak["flops_per_problem"] / strong["flops_per_problem"]
+        affordable = [r for (role, _), r in by_k.items() if role == "weak" and r["flops_per_problem"] <= strong["flops_per_problem"]]
+        if affordable:
+            best = max(affordable, key=lambda r: r["k"])
+            measured.append(
+                f"SE k={k} ({strong['flops_per_problem']:.3g} FLOPs) buys WC k={best['k']}: coverage "
+                f"{best['coverage']:.3f} vs {strong['coverage']:.3f}, diversity {best['diversity']:.3f} vs {strong['diversity']:.3f}"
+            )
     lines += ["", "| model | kept | judged | wrong reasoning | FPR |", "|---|---|---|---|---|"]
     rates: dict[str, float | None] = {}
     for row in report["false_positives"]:
         rates[row["role"]] = row["rate"]
         rate = "-" if row["rate"] is None else f"{row['rate']:.3f}"
         lines.append(f"| {row['role']} ({row['model']}) | {row['kept']} | {row['judged']} | {row['false_positives']} | {rate} |")
-    verdict = "held" if held and all(held) else "did not hold" if held and not any(held) else "held in part"
     fpr = (
         "higher" if (rates.get("weak") or 0) > (rates.get("strong") or 0) else "not higher"
     ) if rates.get("weak") is not None and rates.get("strong") is not None else "not measured"
+    if coverage_held:
+        lines += [
+            "",
+            f"The plan assumes equal tokens per solution (WC gets {ratio}× the samples); with the tokens "
+            f"each model really generated, WC's samples cost {spent:.2f}× SE's FLOPs. At measured compute: "
+            + "; ".join(measured) + ".",
+        ]
     lines += [
         "",
-        f"Coverage and diversity at a matched budget (WC ≥ SE at every matched pair): the finding {verdict}. "
+        f"At a matched budget WC ≥ SE in coverage at {sum(coverage_held)} of {len(coverage_held)} matched "
+        f"pairs and in diversity at {sum(diversity_held)} of {len(diversity_held)}; "
         f"WC's false-positive rate was {fpr} than SE's.",
     ]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from synthgraph.graphs.sampling import SamplingContext, graph, run_sampling
 from synthgraph.graphs.sampling_tools import sample_verified_solutions
 from synthgraph.tools.io import read_jsonl
 from synthgraph.tools.runs import Run
+from synthgraph.tools.sampling_metrics import false_positive_rate
 
 PROBLEM = {
     "id": "p1",
@@ -245,3 +246,16 @@ def test_role_strong_routes_to_the_strong_local_model(monkeypatch: pytest.Monkey
     llm.get_chat_model("weak")
     assert served == [tmp_path / STRONG_MODEL.file_name, None]
     assert strong.extra_body == {"max_tokens": 64}  # type: ignore[attr-defined]
+
+
+def test_a_judge_without_verdict_keeps_the_samples() -> None:
+    judge = scripted_model(*(["not json", "still not json", "nope"] * 2))  # every re-ask fails, twice
+    with use_chat_models(weak=scripted_model("#### 5"), strong=scripted_model("#### 5"), judge=judge):
+        samples = graph.invoke(
+            {"problem": PROBLEM}, context=SamplingContext(weak_k=1, strong_k=1, judge_per_model=1)
+        )["samples"]
+    strong, weak = samples  # sorted by role
+    assert strong["correct"] and strong["judge"]["reasoning_correct"] is None
+    assert "no valid reply" in strong["judge"]["error"] and strong["judge"]["raw"] == "nope"
+    assert weak["correct"] and weak["judge"]["reasoning_correct"] is None
+    assert false_positive_rate(samples) == (0, 0, None)  # no verdict is not a verdict

@@ -176,8 +176,8 @@ def main() -> None:
     configure_logging(json_lines=True, level="WARNING")
     started = time.monotonic()
     problems_file = args.out / "input.jsonl"
-    if not args.resume:
-        pick_problems(args.source, args.problems, args.seed, problems_file)
+    # The same seed draws the same problems first, so a resumed run may ask for more.
+    pick_problems(args.source, args.problems, args.seed, problems_file)
     context = SamplingContext(
         max_tokens=args.max_tokens,
         weak_k=args.weak_k,

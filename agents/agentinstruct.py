@@ -32,7 +32,7 @@ TRANSFORM_TOKENS = 300
 ROUTE_TOKENS = 80
 INSTRUCTION_TOKENS = 150
 ANSWER_TOKENS = 300
-JUDGE_TOKENS = 160
+JUDGE_TOKENS = 200
 SUGGEST_TOKENS = 150
 # A task shorter than this is a fragment ("Refactor code"), not an instruction
 # a model can learn from; small models produce such fragments often.
@@ -245,7 +245,9 @@ def answer_instruction(
 class Verdict(BaseModel):
     """The judge's check of one (instruction, answer) pair against the text."""
 
-    reasons: str = Field(description="One or two sentences: what is right or wrong")
+    # Bounded: on llama.cpp the schema becomes a grammar, so a rambling judge stops
+    # at this length instead of running into the token cap mid-JSON.
+    reasons: str = Field(max_length=240, description="One short sentence: what is right or wrong")
     correct: bool = Field(description="True when the answer solves the task correctly")
     score: int = Field(ge=1, le=5, description="1 (wrong or useless) to 5 (correct and complete)")
 

@@ -38,22 +38,24 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "retrieval" / "
 
 def working_corpus(data: Path, generation: Path, out: Path, size: int, seed: int = 7) -> Path:
     """A BEIR folder over part of the corpus: every judged document, every document the
-    generator wrote queries for (the first 400 of its order), and seeded random distractors
-    up to `size` (0: the whole corpus). Encoding 20,000 documents once per model does
-    not fit the CPU budget of this machine; the subset keeps the task, at a smaller scale."""
-    if (out / "corpus.jsonl").exists():
-        return out
+    generator wrote queries for, and seeded random distractors up to `size` (0: the whole
+    corpus). Encoding 20,000 documents once per model does not fit the CPU budget of this
+    machine; the subset keeps the task at a smaller scale. Rebuilt when new documents
+    got queries (vectors are cached per text, so only those are encoded again)."""
     rows = {row["_id"]: row for row in read_jsonl(data / "corpus.jsonl")}
     keep: list[str] = []
     for split in ("dev", "test"):
         keep += [doc for rel in load_qrels(data / "qrels" / f"{split}.tsv").values() for doc in rel]
-    generated = list(rows)
-    random.Random(json.loads((generation / "manifest.json").read_text())["config"]["seed"]).shuffle(generated)
-    keep += generated[:400]
-    keep = list(dict.fromkeys(keep))
+    existing = [row["_id"] for row in read_jsonl(out / "corpus.jsonl")] if (out / "corpus.jsonl").exists() else []
+    sources = [p["source_id"] for p in read_jsonl(generation / "pairs.jsonl")] if (generation / "pairs.jsonl").exists() else []
+    if existing and set(sources) <= set(existing):
+        return out
+    keep = list(dict.fromkeys(keep + sources))
     others = [doc for doc in rows if doc not in set(keep)]
     random.Random(seed).shuffle(others)
-    chosen = set(keep + others[: max(0, size - len(keep))]) if size else set(rows)
+    chosen = set(keep) | set(others[: max(0, size - len(keep))]) if size else set(rows)
+    if existing:  # grow the folder the earlier stages used, never reshuffle it
+        chosen = set(existing) | set(sources)
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     write_records([rows[doc] for doc in rows if doc in chosen], out / "corpus.jsonl")
     shutil.copy(data / "queries.jsonl", out / "queries.jsonl")

@@ -231,7 +231,8 @@ def test_bm25_and_dense_find_the_obvious_document(tmp_path: Path) -> None:
     assert Bm25Index(corpus).search(["chess engine"], 3)[0][0][0] == "chesslab"
     dense = DenseIndex(corpus, cache_dir=tmp_path)
     assert dense.search(["recipes and shopping lists"], 2)[0][0][0] == "bakeplan"
-    assert len(list(tmp_path.glob("corpus-*.npy"))) == 1  # cached for the next index
+    assert len(list(tmp_path.glob("vectors-*.npz"))) == 1  # cached for the next index
+    assert DenseIndex(corpus, cache_dir=tmp_path).vectors.tobytes() == dense.vectors.tobytes()
 
 
 def make_run(tmp_path: Path, pairs: list[dict[str, object]]) -> Path:

@@ -1,8 +1,8 @@
 """Search over a corpus: BM25 (`bm25s`) and dense MiniLM, with one `search` shape.
 
-Both return, per query, `(doc_id, score)` pairs best first. Dense corpus
-vectors can be cached in a `.npy` file keyed by the model and the corpus, so a
-benchmark encodes 20,000 documents once per model, not once per stage.
+Both return, per query, `(doc_id, score)` pairs best first. Dense document
+vectors can be cached per model and per text, so a benchmark encodes each
+document once per model, not once per stage (nor again when the corpus grows).
 """
 
 from __future__ import annotations
@@ -62,18 +62,25 @@ class DenseIndex:
         self.vectors = self._corpus_vectors(list(corpus.values()), cache_dir)
 
     def _corpus_vectors(self, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+        """Vectors of `texts`; with a cache, only texts this model never encoded are encoded."""
         if cache_dir is None:
             return self.embeddings.encode(texts)
-        key = content_id(str(Path(self.embeddings.model_path).resolve()), *self.doc_ids, *texts)
-        path = Path(cache_dir) / f"corpus-{key}.npy"
+        model_key = content_id(str(Path(self.embeddings.model_path).resolve()))
+        path = Path(cache_dir) / f"vectors-{model_key}.npz"
+        cached: dict[str, np.ndarray] = {}
         if path.exists():
-            return np.load(path)
-        vectors = self.embeddings.encode(texts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
-        return vectors
+            with np.load(path) as stored:
+                cached = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
+        keys = [content_id(text) for text in texts]
+        missing = list(dict.fromkeys(i for i, key in enumerate(keys) if key not in cached))
+        if missing:
+            fresh = self.embeddings.encode([texts[i] for i in missing])
+            cached.update({keys[i]: vector for i, vector in zip(missing, fresh, strict=True)})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp.npz")
+            np.savez(tmp, keys=np.array(list(cached)), vectors=np.stack(list(cached.values())))
+            tmp.replace(path)
+        return np.stack([cached[key] for key in keys]).astype(np.float32)
 
     def search(self, queries: Sequence[str], k: int) -> list[Hits]:
         if not queries:

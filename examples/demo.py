@@ -99,7 +99,7 @@ def main() -> None:
     clock = time.monotonic()
     chosen = (expanded["personas"] + kept)[:MATH_PERSONAS]
     write_records(chosen, out / "math_personas.jsonl")
-    math_context = SynthesisContext(task="math", max_tokens=MAX_TOKENS + 60)
+    math_context = SynthesisContext(task="math", max_tokens=2 * MAX_TOKENS)
     math = synthesis_job(out / "math_personas.jsonl", out / "math", context=math_context)
     rows.append(
         ["persona→math", math.personas, math.items, math.items, "-", "-", math.rejects,

@@ -25,9 +25,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from typing_extensions import TypedDict
 
-from synthgraph.agents.llm import StructuredOutputError
 from synthgraph.agents.personas import (
     PERSPECTIVES,
+    RECORD_ERRORS,
     PersonaDraft,
     call_seed,
     persona_from_text,
@@ -168,7 +168,7 @@ def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[s
             max_chars=context.max_text_chars,
             **context.call_kwargs("text", text["id"], perspective),
         )
-    except (StructuredOutputError, ValueError) as error:
+    except RECORD_ERRORS as error:
         return {"rejects": [_reject(f"{text['id']}:{perspective}", "text_to_persona", error)]}
     record = persona_record(
         draft, source_id=text["id"], input_id=text["id"], round=0, perspective=perspective
@@ -195,7 +195,7 @@ def persona_to_persona(task: ExpandTask, runtime: Runtime[PersonasContext]) -> d
             record_id=parent["id"],
             **context.call_kwargs("expand", parent["id"], relation),
         )
-    except (StructuredOutputError, ValueError) as error:
+    except RECORD_ERRORS as error:
         return {"rejects": [_reject(f"{parent['id']}:{relation}", "persona_to_persona", error)]}
     record = persona_record(
         draft,

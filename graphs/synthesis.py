@@ -20,8 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from typing_extensions import TypedDict
 
-from synthgraph.agents.llm import StructuredOutputError
-from synthgraph.agents.personas import call_seed, load_few_shot, synthesize_item
+from synthgraph.agents.personas import RECORD_ERRORS, call_seed, load_few_shot, synthesize_item
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.io import content_id
 
@@ -84,7 +83,7 @@ def write_item(task: ItemTask, runtime: Runtime[SynthesisContext]) -> dict[str, 
         item = synthesize_item(
             persona["persona"], context.task, examples, record_id=item_id, **model_kwargs
         )
-    except (StructuredOutputError, ValueError) as error:
+    except RECORD_ERRORS as error:
         reject = {
             "id": item_id,
             "stage": f"synthesize.{context.task}",

@@ -29,7 +29,7 @@ def test_a_text_gives_a_persona_its_colleague_and_a_math_problem() -> None:
         assert len(record["persona"].split()) >= 5 and record["role"] and record["domain"]
 
     items = synthesis_graph.invoke(
-        {"personas": [persona]}, context=SynthesisContext(task="math", max_tokens=220)
+        {"personas": [persona]}, context=SynthesisContext(task="math", max_tokens=400)
     )
     [item] = items["items"]
     assert item["persona_id"] == persona["id"]

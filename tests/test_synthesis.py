@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import scripted_model
@@ -163,3 +164,26 @@ def test_the_synthesize_command(tmp_path: Path) -> None:
     [item] = read_jsonl(tmp_path / "run" / "items.jsonl")
     assert item["task"] == "tool" and item["few_shot"] is True
     Draft202012Validator.check_schema(item["item"]["parameters"])
+
+
+class _CutReplies(PromptAwareFake):
+    """Every reply runs into max_tokens (the OpenAI client then raises instead of answering)."""
+
+    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+        from openai import LengthFinishReasonError
+        from openai.types import CompletionUsage
+        from openai.types.chat import ChatCompletion
+
+        usage = CompletionUsage(completion_tokens=220, prompt_tokens=180, total_tokens=400)
+        completion = ChatCompletion(
+            id="x", choices=[], created=0, model="m", object="chat.completion", usage=usage
+        )
+        raise LengthFinishReasonError(completion=completion)
+
+
+def test_a_reply_cut_at_max_tokens_is_a_reject_not_a_crash() -> None:
+    with use_chat_models(generator=_CutReplies()):
+        out = graph.invoke({"personas": PERSONAS}, context=SynthesisContext(task="math"))
+    assert out.get("items", []) == []
+    assert sorted(r["persona_id"] for r in out["rejects"]) == ["p-baker", "p-nurse"]
+    assert all("length limit" in r["error"] for r in out["rejects"])

@@ -82,6 +82,9 @@ class ExpandTask(TypedDict):
 class PersonasContext(RunContext):
     """Per-run knobs of the personas graph (Studio shows them as a form)."""
 
+    temperature: float | None = 0.0
+    """Greedy by default: the same text gives the same persona, so a rerun is recognised as
+    duplicates of the persistent store. Raise it for more varied (and less repeatable) personas."""
     personas_per_text: int = 1
     """Personas inferred per text, one per perspective: read, write, like, dislike (1-4)."""
     relations: list[str] = field(default_factory=lambda: list(DEFAULT_RELATIONS))

@@ -322,6 +322,9 @@ def personas_command(
     threshold: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Dedup threshold (both stages).")
     ] = 0.9,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, max=2.0, help="0: the same text gives the same persona on rerun.")
+    ] = 0.0,
     resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
 ) -> None:
     """Infer personas from texts, expand them through relations, dedup them (PersonaHub)."""
@@ -330,7 +333,7 @@ def personas_command(
         fail("--relations is empty: name at least one relation (e.g. colleague,student)")
     context = PersonasContext(
         personas_per_text=per_text, relations=names, expand_rounds=expand_rounds,
-        expand_limit=expand_limit, namespace=namespace, threshold=threshold,
+        expand_limit=expand_limit, namespace=namespace, threshold=threshold, temperature=temperature,
     )  # fmt: skip
     try:
         summary = personas_job(

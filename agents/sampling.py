@@ -15,6 +15,7 @@ class Solution(BaseModel):
     text: str
     model: str
     completion_tokens: int | None
+    truncated: bool
 
 
 class ReasoningVerdict(BaseModel):
@@ -33,6 +34,7 @@ def solve(question: str, *, role: Role, record_id: str, **model_kwargs: Any) -> 
         # The endpoint's own name for the model (provenance); fakes report none.
         model=str(reply.response_metadata.get("model_name") or role),
         completion_tokens=usage.get("output_tokens"),
+        truncated=reply.response_metadata.get("finish_reason") == "length",
     )
 
 

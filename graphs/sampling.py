@@ -91,6 +91,7 @@ def _sample(role: Role, k: int, state: SamplingState, context: SamplingContext) 
                 "sample_index": index,
                 "text": solution.text,
                 "completion_tokens": solution.completion_tokens,
+                "truncated": solution.truncated,
             }
         )
     return {"drafts": drafts}
@@ -110,7 +111,7 @@ def verify_answers(state: SamplingState) -> dict[str, Any]:
     gold = gold_answer(state["problem"]["answer"])
     samples = []
     for draft in sorted(state.get("drafts", []), key=lambda d: (d["role"], d["sample_index"])):
-        check = verify(draft["text"], gold)
+        check = verify(draft["text"], gold, truncated=draft.get("truncated", False))
         samples.append(
             {**draft, "correct": check.correct, "answer": check.answer, "gold": check.gold,
              "method": check.method, "judge": None}

@@ -20,7 +20,11 @@ from synthgraph.tools.sampling_answers import (
 @pytest.mark.parametrize(
     ("solution", "value", "method"),
     [
-        ("Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\n#### 72", Fraction(72), "####"),
+        (
+            "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\n#### 72",
+            Fraction(72),
+            "####",
+        ),
         ("The total is 1,234 apples.\n#### 1,234", Fraction(1234), "####"),
         ("#### $1,000,000", Fraction(1_000_000), "####"),
         ("She needs 5 more dollars.\n#### 5 more dollars", Fraction(5), "####"),
@@ -32,12 +36,20 @@ from synthgraph.tools.sampling_answers import (
         ("Each gets $\\frac{3}{4}$ of a pie: \\boxed{\\frac{3}{4}}", Fraction(3, 4), "boxed"),
         ("The final answer is: $\\boxed{18}$", Fraction(18), "boxed"),
         ("So the answer is $15.50.", Fraction(31, 2), "answer is"),
-        ("Thus, Betty made a total of \\(21\\) sales in the stationery section.", Fraction(21), "last number"),
+        (
+            "Thus, Betty made a total of \\(21\\) sales in the stationery section.",
+            Fraction(21),
+            "last number",
+        ),
         ("Weng earned 0.2 x 50 = $10.", Fraction(10), "last number"),
         # The calculator annotations of GSM8K never count as the answer.
         ("48/2 = <<48/2=24>>24 clips, then 48+24 = <<48+24=72>>72", Fraction(72), "last number"),
         # The last `####` wins over an earlier one and over later prose numbers.
-        ("#### 4\nWait, I made a mistake: 2*3 = 6\n#### 6\nChecked in 2 steps.", Fraction(6), "####"),
+        (
+            "#### 4\nWait, I made a mistake: 2*3 = 6\n#### 6\nChecked in 2 steps.",
+            Fraction(6),
+            "####",
+        ),
         # An empty `####` falls through to the next way of finding the answer.
         ("The answer is 8.\n####", Fraction(8), "answer is"),
     ],
@@ -81,7 +93,12 @@ def test_verify_normalises_both_sides() -> None:
     gold = gold_answer("#### 1,600")
     assert verify("So she pays $1600.00 in total.\n#### $1,600.00", gold).correct
     wrong = verify("#### 1,500", gold)
-    assert (wrong.correct, wrong.answer, wrong.gold, wrong.method) == (False, "1500", "1600", "####")
+    assert (wrong.correct, wrong.answer, wrong.gold, wrong.method) == (
+        False,
+        "1500",
+        "1600",
+        "####",
+    )
     missing = verify("no idea", gold)
     assert not missing.correct and missing.answer is None and missing.error
 
@@ -93,3 +110,12 @@ def test_verify_fraction_equals_decimal() -> None:
 def test_solution_key_ignores_case_and_spacing() -> None:
     assert solution_key("A = 2\n#### 2") == solution_key("a  =  2 #### 2")
     assert solution_key("2+2=4 #### 4") != solution_key("2*2=4 #### 4")
+
+
+def test_a_cut_off_solution_has_no_final_answer_unless_marked() -> None:
+    gold = gold_answer("#### 40")
+    cut = "Dawn has 40 more bananas than Lydia. Let the number of bananas Donna has be D. The total"
+    assert verify(cut, gold).correct  # read as a whole answer, its last number happens to match
+    cut_check = verify(cut, gold, truncated=True)
+    assert (cut_check.correct, cut_check.error) == (False, "cut off before a final answer")
+    assert verify("So Donna has 40.\n#### 40\nNow let us check", gold, truncated=True).correct

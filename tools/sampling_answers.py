@@ -132,12 +132,18 @@ class Verification:
     error: str | None = None
 
 
-def verify(solution: str, gold: Fraction) -> Verification:
-    """Is the solution's final answer equal to the gold answer (exactly)?"""
+def verify(solution: str, gold: Fraction, truncated: bool = False) -> Verification:
+    """Is the solution's final answer equal to the gold answer (exactly)?
+
+    A solution cut off by the length cap has no final answer unless it already
+    marked one: its last number is only wherever the cut fell.
+    """
     try:
         found = extract_answer(solution)
     except AnswerError as error:
         return Verification(False, None, format_number(gold), None, str(error))
+    if truncated and found.method == "last number":
+        return Verification(False, None, format_number(gold), None, "cut off before a final answer")
     return Verification(found.value == gold, format_number(found.value), format_number(gold), found.method)
 
 

@@ -158,7 +158,7 @@ graph = builder.compile(name=GRAPH_NAME)
 
 
 # --- running over many problems -------------------------------------------------
-def load_problems(path: Path, run: Run, limit: int | None = None) -> list[Problem]:
+def load_problems(path: Path, run: Run) -> list[Problem]:
     """Problems with a readable gold answer; the others go to the rejects file, once."""
     records, problems = load_texts(path, text_field="question")
     already = run.rejected_ids()
@@ -177,7 +177,7 @@ def load_problems(path: Path, run: Run, limit: int | None = None) -> list[Proble
                 run.rejects.reject(record.id, "load", f"{record.source}: {error}")
             continue
         usable.append(Problem(id=record.id, question=record.text, answer=answer))
-    return usable[:limit] if limit else usable
+    return usable
 
 
 def run_sampling(
@@ -191,11 +191,13 @@ def run_sampling(
     show_progress: bool = True,
 ) -> tuple[BatchResult, dict[str, Any]]:
     """Sample, verify and judge every problem not yet done in `run`; then write the report."""
-    problems = load_problems(problems_path, run, limit)
+    problems = load_problems(problems_path, run)
+    # Every problem's text, whatever `limit` says now: an earlier or later call may sample more.
     write_records([dict(p) for p in problems], run.path(PROBLEMS))
+    todo = problems[:limit] if limit else problems
     result = run_batch(
         run,
-        problems,
+        todo,
         lambda problem: graph.invoke({"problem": problem}, context=context)["samples"],
         item_id=lambda problem: problem["id"],
         output=SAMPLES,
@@ -206,5 +208,5 @@ def run_sampling(
         show_progress=show_progress,
     )
     report = build_report(run.root, params or DEFAULT_PARAMS)
-    run.finish(problems=len(problems), samples=result.written, rejected=result.rejected)
+    run.finish(problems=len(todo), samples=result.written, rejected=result.rejected)
     return result, report

@@ -136,6 +136,11 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     assert [r["coverage"] for r in weak_rows] == [pytest.approx(1.0), pytest.approx(1.0)]
     assert weak_rows[0]["diversity"] == pytest.approx(1.0)
     assert json.loads((out / "manifest.json").read_text())["status"] == "done"
+    # A later call limited to fewer problems than are done still reports and exports every one.
+    _, limited = run_sampling(
+        problems, Run.open("sampling", out=out, resume=str(out)), context, limit=1, show_progress=False
+    )
+    assert limited["problems"] == 3 and limited["sft_records"] == report["sft_records"]
 
 
 def test_cli_plan_run_and_report(tmp_path: Path) -> None:

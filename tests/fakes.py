@@ -12,7 +12,9 @@ from langchain_core.messages import AIMessage
 def scripted_model(*replies: str | dict[str, Any] | AIMessage) -> GenericFakeChatModel:
     """A fake chat model that answers with these replies in order (dicts become JSON)."""
     messages = [
-        r if isinstance(r, AIMessage) else AIMessage(content=r if isinstance(r, str) else json.dumps(r))
+        r
+        if isinstance(r, AIMessage)
+        else AIMessage(content=r if isinstance(r, str) else json.dumps(r))
         for r in replies
     ]
     return GenericFakeChatModel(messages=iter(messages))
@@ -43,7 +45,13 @@ class FakeOpenAIServer:
                 pass
 
             def do_GET(self) -> None:
-                self._send(200, json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}), {})
+                self._send(
+                    200,
+                    json.dumps(
+                        {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
+                    ),
+                    {},
+                )
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
@@ -101,7 +109,11 @@ class FakeOpenAIServer:
             "created": 0,
             "model": request.get("model", "fake-model"),
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }

@@ -17,7 +17,10 @@ pytestmark = pytest.mark.integration
 def test_doctor_reports_the_embedded_model_ready() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "synthgraph.graphs.cli", "doctor", "--json"],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)

@@ -48,16 +48,23 @@ def test_load_texts_from_folder_reports_bad_files(tmp_path: Path) -> None:
     records, problems = load_texts(folder)
     assert [r.text for r in records] == ["A text about tides."]
     assert records[0].id == content_id("A text about tides.")
-    assert {(p.record, p.cause) for p in problems} == {("empty.txt", "empty file"), ("latin1.txt", "not UTF-8 text")}
+    assert {(p.record, p.cause) for p in problems} == {
+        ("empty.txt", "empty file"),
+        ("latin1.txt", "not UTF-8 text"),
+    }
 
 
 def test_load_texts_from_jsonl_and_parquet(tmp_path: Path) -> None:
     jsonl = tmp_path / "in.jsonl"
-    jsonl.write_text(json.dumps({"id": "x1", "body": "one"}) + "\n{oops\n" + json.dumps({"body": 3}) + "\n")
+    jsonl.write_text(
+        json.dumps({"id": "x1", "body": "one"}) + "\n{oops\n" + json.dumps({"body": 3}) + "\n"
+    )
     records, problems = load_texts(jsonl, text_field="body")
     assert [(r.id, r.text) for r in records] == [("x1", "one")]
     assert [p.record for p in problems] == ["line 2", "line 3"]
-    parquet = write_table(pd.DataFrame({"text": ["alpha", "beta"], "lang": ["en", "en"]}), tmp_path / "in.parquet")
+    parquet = write_table(
+        pd.DataFrame({"text": ["alpha", "beta"], "lang": ["en", "en"]}), tmp_path / "in.parquet"
+    )
     records, _ = load_texts(parquet)
     assert [r.text for r in records] == ["alpha", "beta"] and records[0].meta == {"lang": "en"}
     with pytest.raises(InputError, match="--text-field"):
@@ -84,6 +91,8 @@ def test_run_open_resume_and_clear_errors(tmp_path: Path) -> None:
 
     resumed = Run.open("personas", resume=str(tmp_path / "r"))
     assert resumed.id == run.id
-    assert resumed.done("personas.jsonl", "source_id") == {"t1"} and resumed.rejected_ids() == {"t2"}
+    assert resumed.done("personas.jsonl", "source_id") == {"t1"} and resumed.rejected_ids() == {
+        "t2"
+    }
     with resumed.checkpointer() as saver:
         assert saver is not None

@@ -49,7 +49,9 @@ def test_every_package_folder_is_installed_under_synthgraph() -> None:
         assert package_dir[f"synthgraph.{folder}"] == folder
         for init in (ROOT / folder).rglob("__init__.py"):
             dotted = ".".join(init.parent.relative_to(ROOT).parts)
-            assert f"synthgraph.{dotted}" in declared, f"{init.parent} is not listed in pyproject.toml"
+            assert f"synthgraph.{dotted}" in declared, (
+                f"{init.parent} is not listed in pyproject.toml"
+            )
 
 
 @pytest.mark.parametrize("layer", FOLDERS)
@@ -67,7 +69,9 @@ def test_tabular_uses_only_torch_numpy_pandas() -> None:
     for path in _python_files("tabular"):
         for name in _imports(path):
             top = name.split(".")[0]
-            assert top in stdlib | TABULAR_THIRD_PARTY | {"synthgraph"}, f"{path.relative_to(ROOT)} imports {name}"
+            assert top in stdlib | TABULAR_THIRD_PARTY | {"synthgraph"}, (
+                f"{path.relative_to(ROOT)} imports {name}"
+            )
 
 
 def test_console_script_and_graph_registry() -> None:
@@ -90,7 +94,10 @@ def test_ruff_bans_bare_folder_imports(tmp_path: Path) -> None:
     try:
         result = subprocess.run(
             [sys.executable, "-m", "ruff", "check", "--no-cache", str(probe)],
-            capture_output=True, text=True, cwd=ROOT, check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
         )
     finally:
         probe.unlink()

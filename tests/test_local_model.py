@@ -40,7 +40,9 @@ def chunked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ChunkedMod
     packages = _chunk_packages(site, "fakemodel", chunks)
     monkeypatch.syspath_prepend(str(site))
     whole = b"".join(b"".join(c) for c in chunks)
-    model = ChunkedModel("fake", "fake.gguf", packages, len(whole), hashlib.sha256(whole).hexdigest())
+    model = ChunkedModel(
+        "fake", "fake.gguf", packages, len(whole), hashlib.sha256(whole).hexdigest()
+    )
     return model, whole
 
 
@@ -64,7 +66,9 @@ def test_a_wrong_hash_leaves_no_file_and_says_what_was_expected(chunked, tmp_pat
 
 def test_missing_chunk_packages_are_named_with_the_remedy() -> None:
     model = ChunkedModel("x", "x.gguf", ("no_such_chunk_pkg_1",), 1, "0" * 64)
-    with pytest.raises(LocalModelError, match=r"no-such-chunk-pkg-1.*\.\[local\].*SYNTHGRAPH_LOCAL_MODEL"):
+    with pytest.raises(
+        LocalModelError, match=r"no-such-chunk-pkg-1.*\.\[local\].*SYNTHGRAPH_LOCAL_MODEL"
+    ):
         chunk_files(model)
 
 

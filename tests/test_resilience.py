@@ -24,8 +24,16 @@ class Answer(BaseModel):
 
 def test_two_429s_and_a_500_then_success(fake_server: FakeOpenAIServer) -> None:
     fake_server.script(
-        {"status": 429, "body": '{"error": {"message": "slow down"}}', "headers": {"Retry-After": "0"}},
-        {"status": 429, "body": '{"error": {"message": "slow down"}}', "headers": {"Retry-After": "0"}},
+        {
+            "status": 429,
+            "body": '{"error": {"message": "slow down"}}',
+            "headers": {"Retry-After": "0"},
+        },
+        {
+            "status": 429,
+            "body": '{"error": {"message": "slow down"}}',
+            "headers": {"Retry-After": "0"},
+        },
         {"status": 500, "body": '{"error": {"message": "boom"}}'},
         {"content": "hello"},
     )
@@ -55,7 +63,9 @@ def test_client_errors_are_not_retried(fake_server: FakeOpenAIServer) -> None:
     assert len(fake_server.requests) == 1
 
 
-def test_retries_stop_after_the_limit(fake_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retries_stop_after_the_limit(
+    fake_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SYNTHGRAPH_MAX_RETRIES", "2")
     get_settings.cache_clear()
     fake_server.script({"status": 503, "body": '{"error": {"message": "down"}}'})
@@ -65,7 +75,9 @@ def test_retries_stop_after_the_limit(fake_server: FakeOpenAIServer, monkeypatch
 
 
 def test_invalid_json_reply_is_reasked_with_the_error(fake_server: FakeOpenAIServer) -> None:
-    fake_server.script({"content": "forty-two"}, {"content": '{"answer": "many"}'}, {"content": '{"answer": 42}'})
+    fake_server.script(
+        {"content": "forty-two"}, {"content": '{"answer": "many"}'}, {"content": '{"answer": 42}'}
+    )
     assert invoke_structured(Answer, [("user", "6*7?")]).answer == 42
     assert len(fake_server.requests) == 3
     # The re-ask shows the model its own reply and what was wrong with it.
@@ -82,7 +94,9 @@ def test_remote_endpoints_get_json_schema_response_format(fake_server: FakeOpenA
     assert response_format["json_schema"]["schema"]["properties"]["answer"]["type"] == "integer"
 
 
-def test_a_failing_record_goes_to_rejects_and_the_run_goes_on(fake_server: FakeOpenAIServer, tmp_path) -> None:
+def test_a_failing_record_goes_to_rejects_and_the_run_goes_on(
+    fake_server: FakeOpenAIServer, tmp_path
+) -> None:
     # The endpoint fails for good on "poison" and answers everything else.
     fake_server.script({"content": "fine"})
     original_next = fake_server._next
@@ -101,7 +115,9 @@ def test_a_failing_record_goes_to_rejects_and_the_run_goes_on(fake_server: FakeO
         reply = invoke_text([("user", text)], record_id=text)
         return [{"source_id": text, "reply": reply.content}]
 
-    result = run_batch(run, items, process, item_id=lambda t: t, output="out.jsonl", workers=2, show_progress=False)
+    result = run_batch(
+        run, items, process, item_id=lambda t: t, output="out.jsonl", workers=2, show_progress=False
+    )
     run.finish()
     assert (result.processed, result.rejected, result.written) == (4, 1, 3)
     outputs = {r["source_id"] for r in read_jsonl(run.path("out.jsonl"))}
@@ -111,8 +127,14 @@ def test_a_failing_record_goes_to_rejects_and_the_run_goes_on(fake_server: FakeO
     assert "500" in reject["error"] and "always broken" in reject["error"]
 
     # Resuming skips what is written and what was rejected: nothing runs twice.
-    again = run_batch(Run.open("test", resume=str(tmp_path / "run")), items, process, item_id=lambda t: t,
-                      output="out.jsonl", show_progress=False)
+    again = run_batch(
+        Run.open("test", resume=str(tmp_path / "run")),
+        items,
+        process,
+        item_id=lambda t: t,
+        output="out.jsonl",
+        show_progress=False,
+    )
     assert (again.processed, again.skipped) == (0, 4)
 
 

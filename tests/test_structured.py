@@ -23,12 +23,18 @@ def test_valid_reply_is_returned_as_the_schema() -> None:
 
 def test_code_fences_are_tolerated() -> None:
     model = scripted_model('```json\n{"persona": "p", "role": "chef"}\n```')
-    assert invoke_structured(Persona, [("user", "who?")], model=model, method="json_mode").role == "chef"
+    assert (
+        invoke_structured(Persona, [("user", "who?")], model=model, method="json_mode").role
+        == "chef"
+    )
 
 
 def test_validation_failure_is_reasked_then_succeeds() -> None:
     model = scripted_model({"persona": "p", "role": "x"}, {"persona": "p", "role": "pilot"})
-    assert invoke_structured(Persona, [("user", "who?")], model=model, method="json_mode").role == "pilot"
+    assert (
+        invoke_structured(Persona, [("user", "who?")], model=model, method="json_mode").role
+        == "pilot"
+    )
 
 
 def test_bounded_reasking_ends_in_one_typed_error_with_the_raw_text() -> None:

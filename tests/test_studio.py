@@ -26,12 +26,21 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, FakeOpenAIServer]]:
     assert binary, "langgraph-cli is part of the studio extra, installed by `make test`"
     fake = FakeOpenAIServer().start()
     port = free_port()
-    env = {**os.environ, "SYNTHGRAPH_BASE_URL": fake.base_url, "SYNTHGRAPH_API_KEY": "sk-fake-studio",
-           "SYNTHGRAPH_DATA_DIR": str(tmp_path / "data"), "LANGSMITH_TRACING": "false"}
+    env = {
+        **os.environ,
+        "SYNTHGRAPH_BASE_URL": fake.base_url,
+        "SYNTHGRAPH_API_KEY": "sk-fake-studio",
+        "SYNTHGRAPH_DATA_DIR": str(tmp_path / "data"),
+        "LANGSMITH_TRACING": "false",
+    }
     log = (tmp_path / "dev.log").open("w")
     process = subprocess.Popen(
         [binary, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -44,7 +53,9 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, FakeOpenAIServer]]:
             except httpx.HTTPError:
                 time.sleep(1)
         else:
-            pytest.fail("langgraph dev did not start: " + (tmp_path / "dev.log").read_text()[-3000:])
+            pytest.fail(
+                "langgraph dev did not start: " + (tmp_path / "dev.log").read_text()[-3000:]
+            )
         yield url, fake
     finally:
         process.terminate()
@@ -60,7 +71,9 @@ def test_graph_runs_through_the_sdk_and_is_listed_as_an_mcp_tool(dev_server) -> 
     from langgraph_sdk import get_sync_client
 
     url, fake = dev_server
-    fake.script({"content": json.dumps({"language": "Go", "reason": "Simple concurrency for servers."})})
+    fake.script(
+        {"content": json.dumps({"language": "Go", "reason": "Simple concurrency for servers."})}
+    )
     client = get_sync_client(url=url)
     result = client.runs.wait(None, "smoke", input={"description": "network servers"})
     assert result == {"language": "Go", "reason": "Simple concurrency for servers."}

@@ -86,6 +86,14 @@ class MathItem(BaseModel):
     problem: str = Field(min_length=20)
     answer: str = Field(min_length=1)
 
+    @field_validator("problem")
+    @classmethod
+    def has_numbers(cls, value: str) -> str:
+        # Small models drift into essays; a problem with no quantity cannot be solved.
+        if not any(c.isdigit() for c in value):
+            raise ValueError("the problem states no numbers: give every quantity needed, in digits")
+        return value
+
 
 class InstructionItem(BaseModel):
     prompt: str = Field(min_length=10)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from synthgraph.agents.personas import bundled_few_shot
 from synthgraph.graphs.cli_support import console, progress, stdout, table
 from synthgraph.graphs.personas import PersonasContext, graph
 from synthgraph.graphs.personas_cli import personas_job, synthesis_job
@@ -95,11 +96,13 @@ def main() -> None:
          dropped["minhash"], dropped["embedding"], len(expanded["rejects"]), f"{time.monotonic() - clock:.0f} s"]
     )  # fmt: skip
 
-    # 3. Math problems for a few personas (the `synthgraph synthesize` job).
+    # 3. Math problems for a few personas, few-shot (the `synthgraph synthesize` job).
     clock = time.monotonic()
     chosen = (expanded["personas"] + kept)[:MATH_PERSONAS]
     write_records(chosen, out / "math_personas.jsonl")
-    math_context = SynthesisContext(task="math", max_tokens=2 * MAX_TOKENS)
+    math_context = SynthesisContext(
+        task="math", max_tokens=2 * MAX_TOKENS, few_shot_file=str(bundled_few_shot("math"))
+    )
     math = synthesis_job(out / "math_personas.jsonl", out / "math", context=math_context)
     rows.append(
         ["persona→math", math.personas, math.items, math.items, "-", "-", math.rejects,

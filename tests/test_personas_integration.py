@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from synthgraph.agents.personas import bundled_few_shot
 from synthgraph.graphs.personas import PersonasContext
 from synthgraph.graphs.personas import graph as personas_graph
 from synthgraph.graphs.synthesis import SynthesisContext
@@ -29,7 +30,10 @@ def test_a_text_gives_a_persona_its_colleague_and_a_math_problem() -> None:
         assert len(record["persona"].split()) >= 5 and record["role"] and record["domain"]
 
     items = synthesis_graph.invoke(
-        {"personas": [persona]}, context=SynthesisContext(task="math", max_tokens=400)
+        {"personas": [persona]},
+        context=SynthesisContext(
+            task="math", max_tokens=400, few_shot_file=str(bundled_few_shot("math"))
+        ),
     )
     [item] = items["items"]
     assert item["persona_id"] == persona["id"]

@@ -187,3 +187,17 @@ def test_a_reply_cut_at_max_tokens_is_a_reject_not_a_crash() -> None:
     assert out.get("items", []) == []
     assert sorted(r["persona_id"] for r in out["rejects"]) == ["p-baker", "p-nurse"]
     assert all("length limit" in r["error"] for r in out["rejects"])
+
+
+def test_a_math_problem_without_numbers_is_re_asked() -> None:
+    essay = {
+        "problem": "A nurse thinks about how to plan the ward's night shift well.",
+        "answer": "Plan ahead.",
+    }
+    good = {
+        "problem": "A nurse gives 2 doses of 130 mg a day. How many mg in 3 days?",
+        "answer": "780 mg",
+    }
+    with use_chat_models(generator=scripted_model(essay, good)):
+        out = graph.invoke({"personas": PERSONAS[:1]}, context=SynthesisContext(task="math"))
+    assert out["items"][0]["item"] == good

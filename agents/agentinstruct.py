@@ -341,9 +341,18 @@ _LABEL = re.compile(
 )
 
 
+# Small models append the suggestions or an answer after the task: cut at such a line.
+_TRAILER = re.compile(
+    r"^\W*(suggestions?|answer|solution|explanation|note)\b\W*:?.*$", re.I | re.M | re.S
+)
+
+
 def _as_instruction(text: str, record_id: str | None) -> str:
     """The task without a leading 'Task:' label or wrapping quotes; a fragment is an error."""
     task = _LABEL.sub("", text, count=1).strip()
+    trailer = _TRAILER.search(task, max(task.find("\n"), 0) + 1)  # never the first line
+    if trailer:
+        task = task[: trailer.start()].strip()
     if len(task) > 1 and task[0] == task[-1] and task[0] in "\"'":
         task = task[1:-1].strip()
     if len(task.split()) < MIN_INSTRUCTION_WORDS:

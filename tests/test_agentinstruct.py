@@ -434,3 +434,15 @@ def test_a_fragment_instead_of_a_task_is_rejected_with_the_reason() -> None:
     [rejected] = result["rejected"]
     assert rejected["stage"] == "create" and "'Refactor code' is too short" in rejected["error"]
     assert rejected["raw"] == "Task: Refactor code"
+
+
+def test_an_edit_that_repeats_the_suggestions_is_cut_to_the_task() -> None:
+    def generator(prompt: str) -> str:
+        if "Rewrite the task following the suggestions" in prompt:
+            return "When are cats awake, and why then?\n\n**Suggestions:**\n1. Require combining facts."
+        return generator_reply(prompt)
+
+    result, _, _ = run_graph(generator=generator, refine_rounds=1)
+    [record] = result["instructions"]
+    assert record["instruction"] == "When are cats awake, and why then?"
+    assert record["messages"][0]["content"].endswith("When are cats awake, and why then?")

@@ -19,14 +19,19 @@ class Solution(BaseModel):
 
 
 class ReasoningVerdict(BaseModel):
-    rationale: str = Field(description="One sentence: the first wrong step, or why every step holds")
+    rationale: str = Field(
+        description="One sentence: the first wrong step, or why every step holds"
+    )
     reasoning_correct: bool = Field(description="True only if every step of the solution is right")
 
 
 def solve(question: str, *, role: Role, record_id: str, **model_kwargs: Any) -> Solution:
     """One sampled step-by-step solution ending in `#### <number>`."""
     reply = invoke_text(
-        render_messages("sampling/solve.md", problem=question), role=role, record_id=record_id, **model_kwargs
+        render_messages("sampling/solve.md", problem=question),
+        role=role,
+        record_id=record_id,
+        **model_kwargs,
     )
     usage = reply.usage_metadata or {}
     return Solution(
@@ -42,5 +47,9 @@ def judge_reasoning(
     question: str, reference: str, solution: str, *, record_id: str, **model_kwargs: Any
 ) -> ReasoningVerdict:
     """The `judge` role's verdict on whether a right-answer solution also reasons right."""
-    messages = render_messages("sampling/judge.md", problem=question, reference=reference, solution=solution)
-    return invoke_structured(ReasoningVerdict, messages, role="judge", record_id=record_id, **model_kwargs)
+    messages = render_messages(
+        "sampling/judge.md", problem=question, reference=reference, solution=solution
+    )
+    return invoke_structured(
+        ReasoningVerdict, messages, role="judge", record_id=record_id, **model_kwargs
+    )

@@ -89,7 +89,11 @@ def summary_markdown(report: dict[str, Any], seconds: float) -> str:
         coverage_held.append(weak["coverage"] >= strong["coverage"])
         diversity_held.append(weak["diversity"] >= strong["diversity"])
         spent = weak["flops_per_problem"] / strong["flops_per_problem"]
-        affordable = [r for (role, _), r in by_k.items() if role == "weak" and r["flops_per_problem"] <= strong["flops_per_problem"]]
+        affordable = [
+            r
+            for (role, _), r in by_k.items()
+            if role == "weak" and r["flops_per_problem"] <= strong["flops_per_problem"]
+        ]
         if affordable:
             best = max(affordable, key=lambda r: r["k"])
             measured.append(
@@ -101,16 +105,21 @@ def summary_markdown(report: dict[str, Any], seconds: float) -> str:
     for row in report["false_positives"]:
         rates[row["role"]] = row["rate"]
         rate = "-" if row["rate"] is None else f"{row['rate']:.3f}"
-        lines.append(f"| {row['role']} ({row['model']}) | {row['kept']} | {row['judged']} | {row['false_positives']} | {rate} |")
+        lines.append(
+            f"| {row['role']} ({row['model']}) | {row['kept']} | {row['judged']} | {row['false_positives']} | {rate} |"
+        )
     fpr = (
-        "higher" if (rates.get("weak") or 0) > (rates.get("strong") or 0) else "not higher"
-    ) if rates.get("weak") is not None and rates.get("strong") is not None else "not measured"
+        ("higher" if (rates.get("weak") or 0) > (rates.get("strong") or 0) else "not higher")
+        if rates.get("weak") is not None and rates.get("strong") is not None
+        else "not measured"
+    )
     if coverage_held:
         lines += [
             "",
             f"The plan assumes equal tokens per solution (WC gets {ratio}× the samples); with the tokens "
             f"each model really generated, WC's samples cost {spent:.2f}× SE's FLOPs. At measured compute: "
-            + "; ".join(measured) + ".",
+            + "; ".join(measured)
+            + ".",
         ]
     lines += [
         "",
@@ -133,13 +142,17 @@ def write_summary(out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("data/bench/sampling"))
     parser.add_argument("--problems", type=int, default=30)
     parser.add_argument("--weak-k", type=int, default=6)
     parser.add_argument("--strong-k", type=int, default=2)
     parser.add_argument("--judge-per-model", type=int, default=1)
-    parser.add_argument("--judge-problems", type=int, default=10, help="judge only the first N problems")
+    parser.add_argument(
+        "--judge-problems", type=int, default=10, help="judge only the first N problems"
+    )
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--chunk", type=int, default=2, help="problems per report refresh")
     parser.add_argument("--minutes", type=float, default=45, help="start no new chunk after this")
@@ -150,7 +163,9 @@ def main() -> None:
         "--shared-weak", action="store_true",
         help="use the registered embedded server for WC instead of a dedicated one",
     )  # fmt: skip
-    parser.add_argument("--summary-only", action="store_true", help="rewrite summary.md of --out and stop")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite summary.md of --out and stop"
+    )
     args = parser.parse_args()
     if args.summary_only:
         write_summary(args.out)
@@ -184,7 +199,12 @@ def main() -> None:
         strong_k=args.strong_k,
         judge_per_model=args.judge_per_model,
     )
-    config = {**vars(args), "out": str(args.out), "source": str(args.source), "params": DEFAULT_PARAMS}
+    config = {
+        **vars(args),
+        "out": str(args.out),
+        "source": str(args.source),
+        "params": DEFAULT_PARAMS,
+    }
     judge = get_chat_model("strong", temperature=0.0, max_tokens=context.judge_max_tokens)
     resume = str(args.out) if args.resume else None
     report: dict[str, object] = {}
@@ -199,7 +219,12 @@ def main() -> None:
             # The judge reads long prompts: checking the first problems bounds its cost.
             context.judge_per_model = args.judge_per_model if limit <= args.judge_problems else 0
             result, report = run_sampling(
-                problems_file, run, context, limit=min(limit, args.problems), workers=2, show_progress=False
+                problems_file,
+                run,
+                context,
+                limit=min(limit, args.problems),
+                workers=2,
+                show_progress=False,
             )
             print(
                 json.dumps(

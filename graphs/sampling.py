@@ -81,7 +81,9 @@ def _sample(role: Role, k: int, state: SamplingState, context: SamplingContext) 
     drafts: list[dict[str, Any]] = []
     for index in range(k):
         sample_id = f"{problem['id']}:{role}:{index}"
-        solution = solve(problem["question"], role=role, record_id=sample_id, **context.model_kwargs())
+        solution = solve(
+            problem["question"], role=role, record_id=sample_id, **context.model_kwargs()
+        )
         drafts.append(
             {
                 "id": sample_id,
@@ -134,7 +136,12 @@ def judge_kept(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[
                 ).model_dump()  # fmt: skip
             except StructuredOutputError as error:
                 # A judge that gives no verdict must not cost the problem its samples.
-                verdict = {"reasoning_correct": None, "rationale": None, "error": str(error), "raw": error.raw}
+                verdict = {
+                    "reasoning_correct": None,
+                    "rationale": None,
+                    "error": str(error),
+                    "raw": error.raw,
+                }
             sample = {**sample, "judge": verdict}
         samples.append(sample)
     return {"samples": samples}
@@ -142,7 +149,10 @@ def judge_kept(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[
 
 # --- edges ----------------------------------------------------------------------
 builder = StateGraph(
-    SamplingState, context_schema=SamplingContext, input_schema=SamplingInput, output_schema=SamplingOutput
+    SamplingState,
+    context_schema=SamplingContext,
+    input_schema=SamplingInput,
+    output_schema=SamplingOutput,
 )
 builder.add_node("sample_weak", sample_weak)
 builder.add_node("sample_strong", sample_strong)

@@ -20,7 +20,9 @@ from synthgraph.tools.io import InputError, load_texts
 from synthgraph.tools.runs import MANIFEST, RunError
 from synthgraph.tools.sampling_budget import BudgetPlan, ModelCost, plan_budget
 
-sampling_app = typer.Typer(help="Weak-cheap vs strong-expensive sampling at a matched compute budget.")
+sampling_app = typer.Typer(
+    help="Weak-cheap vs strong-expensive sampling at a matched compute budget."
+)
 
 WeakParams = Annotated[float, typer.Option(help="Parameters of the weak model (role weak).")]
 StrongParams = Annotated[float, typer.Option(help="Parameters of the strong model (role strong).")]
@@ -49,7 +51,14 @@ def _print_plan(plan: BudgetPlan) -> None:
 
 def _print_report(report: dict[str, Any]) -> None:
     rows = [
-        [r["role"], r["model"], r["k"], f"{r['coverage']:.3f}", f"{r['diversity']:.3f}", f"{r['flops_per_problem']:.3g}"]
+        [
+            r["role"],
+            r["model"],
+            r["k"],
+            f"{r['coverage']:.3f}",
+            f"{r['diversity']:.3f}",
+            f"{r['flops_per_problem']:.3g}",
+        ]
         for r in report["by_k"]
     ]
     stdout.print(
@@ -60,10 +69,22 @@ def _print_report(report: dict[str, Any]) -> None:
         )
     )
     fp_rows = [
-        [f["role"], f["kept"], f["judged"], f["false_positives"], "-" if f["rate"] is None else f"{f['rate']:.3f}"]
+        [
+            f["role"],
+            f["kept"],
+            f["judged"],
+            f["false_positives"],
+            "-" if f["rate"] is None else f"{f['rate']:.3f}",
+        ]
         for f in report["false_positives"]
     ]
-    stdout.print(table("false positives (judged reasoning)", ["role", "kept", "judged", "wrong reasoning", "FPR"], fp_rows))
+    stdout.print(
+        table(
+            "false positives (judged reasoning)",
+            ["role", "kept", "judged", "wrong reasoning", "FPR"],
+            fp_rows,
+        )
+    )
     stdout.print(f"SFT records: {report['sft_records']:,}; plots: {', '.join(report['plots'])}")
 
 
@@ -71,12 +92,18 @@ def _print_report(report: dict[str, Any]) -> None:
 def plan(
     budget: Annotated[float, typer.Option(help="Compute budget (FLOPs, or USD with --unit usd).")],
     problems: Annotated[int, typer.Option(help="Number of problems.")],
-    tokens_per_solution: Annotated[float, typer.Option(help="Expected generated tokens per solution.")] = 200,
+    tokens_per_solution: Annotated[
+        float, typer.Option(help="Expected generated tokens per solution.")
+    ] = 200,
     unit: Annotated[str, typer.Option(help="flops or usd.")] = "flops",
     weak_params: WeakParams = 0.5e9,
     strong_params: StrongParams = 1.5e9,
-    weak_price: Annotated[float | None, typer.Option(help="Weak model USD per million output tokens.")] = None,
-    strong_price: Annotated[float | None, typer.Option(help="Strong model USD per million output tokens.")] = None,
+    weak_price: Annotated[
+        float | None, typer.Option(help="Weak model USD per million output tokens.")
+    ] = None,
+    strong_price: Annotated[
+        float | None, typer.Option(help="Strong model USD per million output tokens.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """How many samples per problem each model affords at the same budget (≈2·P FLOPs per token)."""
@@ -97,13 +124,21 @@ def plan(
 
 @sampling_app.command()
 def run(
-    problems: Annotated[Path, typer.Argument(help="JSONL/CSV/Parquet with `question` and `answer` (`#### N`).")],
+    problems: Annotated[
+        Path, typer.Argument(help="JSONL/CSV/Parquet with `question` and `answer` (`#### N`).")
+    ],
     out: Annotated[Path, typer.Option(help="Run folder (outputs, rejects, metrics, plots, SFT).")],
     weak_k: Annotated[int, typer.Option(help="Solutions per problem from role weak.")] = 6,
     strong_k: Annotated[int, typer.Option(help="Solutions per problem from role strong.")] = 2,
-    budget: Annotated[float | None, typer.Option(help="FLOPs budget: sets both k from the planner.")] = None,
-    tokens_per_solution: Annotated[float, typer.Option(help="For --budget: expected tokens.")] = 200,
-    judge_per_model: Annotated[int, typer.Option(help="Kept solutions per problem and model to judge.")] = 1,
+    budget: Annotated[
+        float | None, typer.Option(help="FLOPs budget: sets both k from the planner.")
+    ] = None,
+    tokens_per_solution: Annotated[
+        float, typer.Option(help="For --budget: expected tokens.")
+    ] = 200,
+    judge_per_model: Annotated[
+        int, typer.Option(help="Kept solutions per problem and model to judge.")
+    ] = 1,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.7,
     max_tokens: Annotated[int, typer.Option(help="Length cap of one solution.")] = 256,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
@@ -123,7 +158,9 @@ def run(
             count = limit or len(load_texts(problems, text_field="question")[0])
         except InputError as error:
             fail(str(error))
-        budget_plan = plan_budget(_models(weak_params, strong_params, None, None), budget, count, tokens_per_solution)
+        budget_plan = plan_budget(
+            _models(weak_params, strong_params, None, None), budget, count, tokens_per_solution
+        )
         _print_plan(budget_plan)
         weak_k, strong_k = (m.samples_per_problem for m in budget_plan.models)
         if strong_k == 0:
@@ -135,7 +172,9 @@ def run(
     config = {"problems": str(problems), "weak_k": weak_k, "strong_k": strong_k, "params": params,
               "judge_per_model": judge_per_model, "temperature": temperature, "max_tokens": max_tokens}  # fmt: skip
     try:
-        run_folder = Run.open(GRAPH_NAME, out=out, resume=str(out) if resume else None, config=config)
+        run_folder = Run.open(
+            GRAPH_NAME, out=out, resume=str(out) if resume else None, config=config
+        )
         result, report = run_sampling(problems, run_folder, context, limit=limit, params=params)
     except (InputError, RunError) as error:
         fail(str(error))
@@ -158,7 +197,10 @@ def report(
     manifest = run_dir / MANIFEST
     params = DEFAULT_PARAMS
     if manifest.exists():
-        params = json.loads(manifest.read_text("utf-8")).get("config", {}).get("params") or DEFAULT_PARAMS
+        params = (
+            json.loads(manifest.read_text("utf-8")).get("config", {}).get("params")
+            or DEFAULT_PARAMS
+        )
     try:
         result = build_report(run_dir, params)
     except (FileNotFoundError, InputError) as error:

@@ -31,8 +31,15 @@ def sample_verified_solutions(
     """
     problems = confine(problems_file)
     out = confine(out_dir)
-    context = SamplingContext(weak_k=weak_k, strong_k=strong_k, judge_per_model=judge_per_model, run_dir=str(out))
-    config = {"problems": str(problems), "weak_k": weak_k, "strong_k": strong_k, "params": DEFAULT_PARAMS}
+    context = SamplingContext(
+        weak_k=weak_k, strong_k=strong_k, judge_per_model=judge_per_model, run_dir=str(out)
+    )
+    config = {
+        "problems": str(problems),
+        "weak_k": weak_k,
+        "strong_k": strong_k,
+        "params": DEFAULT_PARAMS,
+    }
     run = Run.open(GRAPH_NAME, out=out, resume=str(out) if resume else None, config=config)
     result, report = run_sampling(problems, run, context, limit=limit, show_progress=False)
     return {

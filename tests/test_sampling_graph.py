@@ -138,7 +138,11 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     assert json.loads((out / "manifest.json").read_text())["status"] == "done"
     # A later call limited to fewer problems than are done still reports and exports every one.
     _, limited = run_sampling(
-        problems, Run.open("sampling", out=out, resume=str(out)), context, limit=1, show_progress=False
+        problems,
+        Run.open("sampling", out=out, resume=str(out)),
+        context,
+        limit=1,
+        show_progress=False,
     )
     assert limited["problems"] == 3 and limited["sft_records"] == report["sft_records"]
 
@@ -231,7 +235,9 @@ def test_embedded_model_solves_and_is_verified(tmp_path: Path) -> None:
     assert report["sft_records"] == sum(s["correct"] for s in samples)
 
 
-def test_role_strong_routes_to_the_strong_local_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_role_strong_routes_to_the_strong_local_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """With SYNTHGRAPH_STRONG_LOCAL_MODEL on, role strong gets the 1.5B GGUF's server; others do not."""
     from synthgraph.agents import llm
     from synthgraph.agents.local_model import STRONG_MODEL, Endpoint
@@ -254,8 +260,12 @@ def test_role_strong_routes_to_the_strong_local_model(monkeypatch: pytest.Monkey
 
 
 def test_a_judge_without_verdict_keeps_the_samples() -> None:
-    judge = scripted_model(*(["not json", "still not json", "nope"] * 2))  # every re-ask fails, twice
-    with use_chat_models(weak=scripted_model("#### 5"), strong=scripted_model("#### 5"), judge=judge):
+    judge = scripted_model(
+        *(["not json", "still not json", "nope"] * 2)
+    )  # every re-ask fails, twice
+    with use_chat_models(
+        weak=scripted_model("#### 5"), strong=scripted_model("#### 5"), judge=judge
+    ):
         samples = graph.invoke(
             {"problem": PROBLEM}, context=SamplingContext(weak_k=1, strong_k=1, judge_per_model=1)
         )["samples"]

@@ -25,7 +25,9 @@ from synthgraph.tools.sampling_metrics import (
 )
 
 
-def sample(problem: str, index: int, correct: bool, text: str, role: str = "weak", **extra: Any) -> dict[str, Any]:
+def sample(
+    problem: str, index: int, correct: bool, text: str, role: str = "weak", **extra: Any
+) -> dict[str, Any]:
     return {
         "id": f"{problem}:{role}:{index}", "problem_id": problem, "role": role, "model": f"{role}-model",
         "sample_index": index, "text": text, "completion_tokens": 10, "correct": correct,
@@ -59,11 +61,17 @@ def test_diversity_at_k_by_hand() -> None:
 
 def test_false_positive_rate_by_hand() -> None:
     judged = [
-        sample("p1", 1, True, "A", judge={"reasoning_correct": False, "rationale": "step 2 is wrong"}),
-        sample("p2", 0, True, "B", judge={"reasoning_correct": True, "rationale": "all steps hold"}),
+        sample(
+            "p1", 1, True, "A", judge={"reasoning_correct": False, "rationale": "step 2 is wrong"}
+        ),
+        sample(
+            "p2", 0, True, "B", judge={"reasoning_correct": True, "rationale": "all steps hold"}
+        ),
         sample("p2", 1, True, "C", judge={"reasoning_correct": True, "rationale": "fine"}),
         sample("p2", 2, True, "D"),  # kept but not judged: not in the rate
-        sample("p3", 0, False, "z", judge={"reasoning_correct": False, "rationale": "wrong answer"}),  # not kept
+        sample(
+            "p3", 0, False, "z", judge={"reasoning_correct": False, "rationale": "wrong answer"}
+        ),  # not kept
     ]
     assert false_positive_rate(judged) == (3, 1, pytest.approx(1 / 3))
     assert false_positive_rate(WEAK) == (0, 0, None)
@@ -99,7 +107,9 @@ def test_planner_arithmetic() -> None:
 def test_planner_money_and_errors() -> None:
     cheap = ModelCost(name="mini", usd_per_million_tokens=0.6)
     dear = ModelCost(name="big", usd_per_million_tokens=10.0)
-    plan = plan_budget([cheap, dear], budget=12.0, problems=1000, tokens_per_solution=200, unit="usd")
+    plan = plan_budget(
+        [cheap, dear], budget=12.0, problems=1000, tokens_per_solution=200, unit="usd"
+    )
     # big: 10/1e6·200 = $0.002 a solution, $2 a sample over 1000 problems → 6; mini: $0.12 → 100.
     assert [m.samples_per_problem for m in plan.models] == [100, 6]
     assert plan.ratio == pytest.approx(10 / 0.6)
@@ -124,8 +134,15 @@ def test_sft_records_keep_only_verified() -> None:
     records = sft_records(WEAK, {"p1": "Q1", "p2": "Q2", "p3": "Q3"})
     assert len(records) == 4
     first = records[0]
-    assert first["messages"] == [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A"}]
-    assert (first["model"], first["sample_index"], first["verification"]["correct"]) == ("weak-model", 1, True)
+    assert first["messages"] == [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A"},
+    ]
+    assert (first["model"], first["sample_index"], first["verification"]["correct"]) == (
+        "weak-model",
+        1,
+        True,
+    )
 
 
 def test_build_report_writes_metrics_plots_and_exports(tmp_path: Path) -> None:
@@ -136,5 +153,7 @@ def test_build_report_writes_metrics_plots_and_exports(tmp_path: Path) -> None:
     assert report["problems"] == 3 and report["sft_records"] == 4
     for name in ("metrics_vs_k.png", "metrics_vs_compute.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((tmp_path / "metrics.json").read_text())["by_k"][2]["coverage"] == pytest.approx(2 / 3)
+    assert json.loads((tmp_path / "metrics.json").read_text())["by_k"][2][
+        "coverage"
+    ] == pytest.approx(2 / 3)
     assert sum(1 for _ in (tmp_path / "sft_weak.jsonl").open()) == 4

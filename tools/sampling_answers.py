@@ -144,7 +144,9 @@ def verify(solution: str, gold: Fraction, truncated: bool = False) -> Verificati
         return Verification(False, None, format_number(gold), None, str(error))
     if truncated and found.method == "last number":
         return Verification(False, None, format_number(gold), None, "cut off before a final answer")
-    return Verification(found.value == gold, format_number(found.value), format_number(gold), found.method)
+    return Verification(
+        found.value == gold, format_number(found.value), format_number(gold), found.method
+    )
 
 
 def solution_key(solution: str) -> str:

@@ -106,7 +106,11 @@ def plan_budget(
 
 
 def matched_budget(
-    strong: ModelCost, strong_k: int, problems: int, tokens_per_solution: float, unit: Unit = "flops"
+    strong: ModelCost,
+    strong_k: int,
+    problems: int,
+    tokens_per_solution: float,
+    unit: Unit = "flops",
 ) -> float:
     """The budget that buys `strong_k` samples per problem from the strong model."""
     return strong.cost_per_token(unit) * tokens_per_solution * problems * strong_k

@@ -69,7 +69,8 @@ def coverage_at_k(samples: Iterable[Sample], k: int) -> float:
     if not problems:
         return 0.0
     covered = sum(
-        any(s["correct"] for s in group if int(s["sample_index"]) < k) for group in problems.values()
+        any(s["correct"] for s in group if int(s["sample_index"]) < k)
+        for group in problems.values()
     )
     return covered / len(problems)
 
@@ -80,7 +81,13 @@ def diversity_at_k(samples: Iterable[Sample], k: int) -> float:
     if not problems:
         return 0.0
     unique = [
-        len({solution_key(str(s["text"])) for s in group if s["correct"] and int(s["sample_index"]) < k})
+        len(
+            {
+                solution_key(str(s["text"]))
+                for s in group
+                if s["correct"] and int(s["sample_index"]) < k
+            }
+        )
         for group in problems.values()
     ]
     return sum(unique) / len(problems)
@@ -94,7 +101,11 @@ def tokens_of(sample: Sample) -> int:
 
 def false_positive_rate(samples: Iterable[Sample]) -> tuple[int, int, float | None]:
     """(judged, false positives, rate) over kept samples that carry a judge verdict."""
-    judged = [s for s in samples if s["correct"] and (s.get("judge") or {}).get("reasoning_correct") is not None]
+    judged = [
+        s
+        for s in samples
+        if s["correct"] and (s.get("judge") or {}).get("reasoning_correct") is not None
+    ]
     wrong = sum(not s["judge"]["reasoning_correct"] for s in judged)
     return len(judged), wrong, (wrong / len(judged) if judged else None)
 
@@ -155,7 +166,10 @@ def plot_metrics(rows: list[KRow], out_dir: Path) -> list[Path]:
         ("flops_per_problem", "compute per problem (FLOPs, 2·P·tokens)", "metrics_vs_compute.png"),
     ):
         figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for axis, metric, label in ((axes[0], "coverage", "coverage@k"), (axes[1], "diversity", "diversity@k")):
+        for axis, metric, label in (
+            (axes[0], "coverage", "coverage@k"),
+            (axes[1], "diversity", "diversity@k"),
+        ):
             for role in sorted({r.role for r in rows}):
                 mine = [r for r in rows if r.role == role]
                 axis.plot(

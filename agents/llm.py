@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
@@ -165,14 +166,28 @@ def invoke_structured(
     errors: list[str] = []
     raw: str | None = None
     for _ in range(settings.structured_retries + 1):
-        reply = call_with_retries(
-            lambda asked=conversation: runnable.invoke(asked),
-            what=f"{role}.structured",
-            record_id=record_id,
-        )
+        try:
+            reply = call_with_retries(
+                lambda asked=conversation: runnable.invoke(asked),
+                what=f"{role}.structured",
+                record_id=record_id,
+            )
+        except openai.LengthFinishReasonError as error:
+            # Asking again with the same cap would be cut again: fail this record clearly.
+            raise StructuredOutputError(
+                f"{schema.__name__}: the reply was cut at max_tokens before the JSON ended",
+                raw,
+                [*errors, "cut at max_tokens"],
+            ) from error
         parsed, raw, error = _parse(schema, reply)
         if parsed is not None:
             return parsed
+        if _finish_reason(reply) == "length":
+            raise StructuredOutputError(
+                f"{schema.__name__}: the reply was cut at max_tokens before the JSON ended",
+                raw,
+                [*errors, error],
+            )
         errors.append(error)
         conversation = [
             *conversation,
@@ -206,6 +221,11 @@ def _parse(schema: type[SchemaT], reply: Any) -> tuple[SchemaT | None, str | Non
         return schema.model_validate_json(_strip_fences(raw or "")), raw, ""
     except ValidationError as error:
         return None, raw, _describe(error)
+
+
+def _finish_reason(reply: Any) -> str | None:
+    message = reply.get("raw") if isinstance(reply, dict) else reply
+    return getattr(message, "response_metadata", {}).get("finish_reason")
 
 
 def _raw_text(message: Any) -> str | None:

@@ -60,9 +60,17 @@ def _limits(max_concurrency: int, requests_per_minute: float | None) -> Limits:
     return Limits(max_concurrency, requests_per_minute)
 
 
+def effective_concurrency(settings: Settings) -> int:
+    """The embedded llama.cpp server answers one request at a time: queue here, not
+    there, so a waiting request cannot time out (unless the user set a cap)."""
+    if settings.embedded and "max_concurrency" not in settings.model_fields_set:
+        return 1
+    return settings.max_concurrency
+
+
 def get_limits(settings: Settings | None = None) -> Limits:
     settings = settings or get_settings()
-    return _limits(settings.max_concurrency, settings.requests_per_minute)
+    return _limits(effective_concurrency(settings), settings.requests_per_minute)
 
 
 def is_retryable(error: BaseException) -> bool:

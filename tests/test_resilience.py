@@ -10,8 +10,13 @@ from fakes import FakeOpenAIServer
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from synthgraph.agents.llm import invoke_structured, invoke_text
-from synthgraph.agents.resilience import RateLimiter, backoff_delay, retry_after_seconds
+from synthgraph.agents.llm import StructuredOutputError, invoke_structured, invoke_text
+from synthgraph.agents.resilience import (
+    RateLimiter,
+    backoff_delay,
+    effective_concurrency,
+    retry_after_seconds,
+)
 from synthgraph.graphs.batch import run_batch
 from synthgraph.tools.io import read_jsonl
 from synthgraph.tools.runs import Run
@@ -163,3 +168,22 @@ def test_rate_limiter_spaces_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(3):
         limiter.acquire()
     assert len(slept) == 2 and all(0 < s <= 0.2 for s in slept)
+
+
+def test_a_reply_cut_at_max_tokens_fails_the_record_without_reasking(fake_server: FakeOpenAIServer) -> None:
+    cut = FakeOpenAIServer.completion('{"answer": 4', {})
+    cut["choices"][0]["finish_reason"] = "length"
+    fake_server.script({"body": json.dumps(cut)})
+    with pytest.raises(StructuredOutputError, match="cut at max_tokens"):
+        invoke_structured(Answer, [("user", "2+2?")])
+    assert len(fake_server.requests) == 1
+
+
+def test_embedded_model_gets_one_request_at_a_time_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SYNTHGRAPH_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    get_settings.cache_clear()
+    assert effective_concurrency(get_settings()) == 1
+    monkeypatch.setenv("SYNTHGRAPH_MAX_CONCURRENCY", "3")
+    get_settings.cache_clear()
+    assert effective_concurrency(get_settings()) == 3

@@ -27,7 +27,9 @@ def check_config(settings: Settings) -> dict[str, Any]:
         "ok": True,
         "endpoint": settings.base_url or "embedded",
         "api_key_set": settings.api_key is not None,
-        "models": {role: settings.model_for(role) for role in ROLES} if not settings.embedded else "embedded",
+        "models": {role: settings.model_for(role) for role in ROLES}
+        if not settings.embedded
+        else "embedded",
         "structured_method": settings.structured_method,
         "max_concurrency": settings.max_concurrency,
         "requests_per_minute": settings.requests_per_minute,
@@ -52,13 +54,18 @@ def check_llm(settings: Settings) -> dict[str, Any]:
             endpoint = local_endpoint(path, settings)
             result.update(base_url=endpoint.base_url, model=endpoint.model)
             result["startup_seconds"] = round(time.monotonic() - started, 2)
-            response = httpx.get(f"{endpoint.base_url}/models", timeout=10)
+            # A busy llama.cpp server answers /models only between completions.
+            response = httpx.get(f"{endpoint.base_url}/models", timeout=settings.timeout)
         else:
             result.update(base_url=settings.base_url, model=settings.model_for("generator"))
             headers = (
-                {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+                {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+                if settings.api_key
+                else {}
             )
-            response = httpx.get(f"{settings.base_url}/models", headers=headers, timeout=settings.timeout)
+            response = httpx.get(
+                f"{settings.base_url}/models", headers=headers, timeout=settings.timeout
+            )
         result["status"] = response.status_code
         result["ok"] = response.status_code == 200
         if not result["ok"]:
@@ -74,7 +81,11 @@ def check_embeddings() -> dict[str, Any]:
 
         embeddings = get_embeddings()
         vector = embeddings.encode(["synthgraph doctor"])[0]
-        return {"ok": True, "model_path": str(embeddings.model_path), "dimension": int(vector.shape[0])}
+        return {
+            "ok": True,
+            "model_path": str(embeddings.model_path),
+            "dimension": int(vector.shape[0]),
+        }
     except Exception as error:  # a report, not a crash: every failure is listed
         return {"ok": False, "error": f"{type(error).__name__}: {error}"}
 
@@ -86,7 +97,11 @@ def check_chroma(settings: Settings) -> dict[str, Any]:
         client = get_chroma_client(settings)
         client.heartbeat()
         where = settings.chroma_url or str(settings.chroma_dir.resolve())
-        return {"ok": True, "mode": "http" if settings.chroma_url else "persistent", "location": where}
+        return {
+            "ok": True,
+            "mode": "http" if settings.chroma_url else "persistent",
+            "location": where,
+        }
     except Exception as error:
         return {"ok": False, "error": f"{type(error).__name__}: {error}"}
 
@@ -95,7 +110,12 @@ def check_torch() -> dict[str, Any]:
     try:
         import torch
 
-        return {"ok": True, "version": torch.__version__, "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+        return {
+            "ok": True,
+            "version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+        }
     except Exception as error:
         return {"ok": False, "error": f"{type(error).__name__}: {error}"}
 

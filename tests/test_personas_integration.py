@@ -32,7 +32,10 @@ def test_a_text_gives_a_persona_its_colleague_and_a_math_problem() -> None:
     items = synthesis_graph.invoke(
         {"personas": [persona]},
         context=SynthesisContext(
-            task="math", max_tokens=400, few_shot_file=str(bundled_few_shot("math"))
+            task="math",
+            max_tokens=400,
+            temperature=0.0,
+            few_shot_file=str(bundled_few_shot("math")),
         ),
     )
     [item] = items["items"]

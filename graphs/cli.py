@@ -27,7 +27,9 @@ log = get_logger(__name__)
 
 @app.callback()
 def main_options(
-    log_json: Annotated[bool, typer.Option("--log-json", help="Log JSON lines (default when not a TTY).")] = False,
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="Log JSON lines (default when not a TTY).")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Configure logging once, for every command."""
@@ -59,8 +61,12 @@ def doctor(
 
 @app.command()
 def serve(
-    port: Annotated[int | None, typer.Option(help="Port on loopback (default: a free one).")] = None,
-    model: Annotated[str | None, typer.Option(help="A GGUF file (default: the embedded model).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port on loopback (default: a free one).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="A GGUF file (default: the embedded model).")
+    ] = None,
 ) -> None:
     """Serve the local model in the foreground (OpenAI-compatible, loopback only).
 
@@ -79,32 +85,40 @@ def serve(
 
     settings = get_settings()
     try:
-        path = Path(model).expanduser().resolve() if model else resolve_model_path(settings).resolve()
+        path = (
+            Path(model).expanduser().resolve() if model else resolve_model_path(settings).resolve()
+        )
         server = LocalServer(path, settings, port=port).start()
     except LocalModelError as error:
         fail(str(error))
     register(server)
-    console.print(f"[green]serving[/] {server.alias} at [bold]{server.base_url}[/] (log: {server.log_path})")
+    console.print(
+        f"[green]serving[/] {server.alias} at [bold]{server.base_url}[/] (log: {server.log_path})"
+    )
     console.print(
         "synthgraph processes on this machine reuse it by themselves; other clients use the URL "
         "above (with synthgraph: SYNTHGRAPH_STRUCTURED_METHOD=json_mode). Ctrl-C stops."
     )
 
-    def stop(*_: Any) -> None:
-        server.stop()
+    def interrupt(*_: Any) -> None:
+        # Stopping happens below, outside the handler: Popen.wait is not reentrant.
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         server.wait()
     except KeyboardInterrupt:
-        server.stop()
+        console.print("stopping")
     finally:
+        server.stop()
         unregister(server)
 
 
 @app.command()
 def ask(
-    description: Annotated[str, typer.Argument(help="Describe a job; the model names a language for it.")],
+    description: Annotated[
+        str, typer.Argument(help="Describe a job; the model names a language for it.")
+    ],
 ) -> None:
     """One real structured call through the smoke graph (a quick end-to-end check)."""
     from synthgraph.agents.llm import StructuredOutputError

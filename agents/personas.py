@@ -16,7 +16,6 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from openai import LengthFinishReasonError
 from pydantic import BaseModel, Field, field_validator
 
 from synthgraph.agents.llm import StructuredOutputError, invoke_structured
@@ -25,12 +24,9 @@ from synthgraph.tools.io import InputError, content_id, read_jsonl
 
 TASKS = ("math", "instruction", "knowledge", "npc", "tool")
 # Failures that belong to one record (a reply that never validated, or was cut
-# at max_tokens): the node rejects that record and the run goes on.
-RECORD_ERRORS: tuple[type[Exception], ...] = (
-    StructuredOutputError,
-    LengthFinishReasonError,
-    ValueError,
-)
+# at max_tokens, both StructuredOutputError): the node rejects that record and
+# the run goes on.
+RECORD_ERRORS: tuple[type[Exception], ...] = (StructuredOutputError, ValueError)
 
 
 # --- personas -------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from fakes import FakeOpenAIServer
 
 from synthgraph.tools.settings import get_settings
@@ -22,6 +24,9 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()
+    # A command run in a test configures logging onto its captured stream; drop it.
+    logging.getLogger().handlers.clear()
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def test_a_reply_cut_at_max_tokens_is_a_reject_not_a_crash() -> None:
         out = graph.invoke({"personas": PERSONAS}, context=SynthesisContext(task="math"))
     assert out.get("items", []) == []
     assert sorted(r["persona_id"] for r in out["rejects"]) == ["p-baker", "p-nurse"]
-    assert all("length limit" in r["error"] for r in out["rejects"])
+    assert all("max_tokens" in r["error"] for r in out["rejects"])
 
 
 def test_a_math_problem_without_numbers_is_re_asked() -> None:

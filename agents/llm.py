@@ -71,7 +71,9 @@ def get_chat_model(
     base_url = settings.base_url_for(role)
     if base_url is None:
         strong = role == "strong" and settings.strong_local_model
-        endpoint = local_endpoint(assemble(STRONG_MODEL, settings.cache_dir) if strong else None, settings)
+        endpoint = local_endpoint(
+            assemble(STRONG_MODEL, settings.cache_dir) if strong else None, settings
+        )
         base_url, model, api_key = endpoint.base_url, endpoint.model, "local"
         # llama.cpp's server reads `max_tokens`, not the `max_completion_tokens` ChatOpenAI sends.
         kwargs.setdefault("extra_body", {"max_tokens": max_tokens or settings.max_tokens})
@@ -105,7 +107,12 @@ def as_messages(messages: Sequence[MessageLike]) -> list[BaseMessage]:
             converted.append(message)
             continue
         role, text = message
-        kind = {"system": SystemMessage, "user": HumanMessage, "human": HumanMessage, "assistant": AIMessage}
+        kind = {
+            "system": SystemMessage,
+            "user": HumanMessage,
+            "human": HumanMessage,
+            "assistant": AIMessage,
+        }
         converted.append(kind[role](content=text))
     return converted
 
@@ -159,7 +166,9 @@ def invoke_structured(
     elif method == "json_schema":
         # Parsed here rather than by the client, so a bad reply is re-asked, not raised.
         response_format = {"name": schema.__name__, "schema": json_schema, "strict": False}
-        runnable = chat.bind(response_format={"type": "json_schema", "json_schema": response_format})
+        runnable = chat.bind(
+            response_format={"type": "json_schema", "json_schema": response_format}
+        )
     else:
         runnable = chat.with_structured_output(schema, method=method, include_raw=True)
 
@@ -192,10 +201,16 @@ def invoke_structured(
         conversation = [
             *conversation,
             AIMessage(content=raw or ""),
-            HumanMessage(content=fill(load_prompt("common/structured_retry.md"), error=error, schema=schema_text)),
+            HumanMessage(
+                content=fill(
+                    load_prompt("common/structured_retry.md"), error=error, schema=schema_text
+                )
+            ),
         ]
     raise StructuredOutputError(
-        f"{schema.__name__}: no valid reply after {len(errors)} attempts ({errors[-1]})", raw, errors
+        f"{schema.__name__}: no valid reply after {len(errors)} attempts ({errors[-1]})",
+        raw,
+        errors,
     )
 
 
@@ -214,8 +229,16 @@ def _parse(schema: type[SchemaT], reply: Any) -> tuple[SchemaT | None, str | Non
         raw = _raw_text(raw_message)
         if reply.get("parsed") is not None:
             parsed = reply["parsed"]
-            return (parsed if isinstance(parsed, schema) else schema.model_validate(parsed)), raw, ""
-        return None, raw, _describe(reply.get("parsing_error")) or "the reply held no parsable object"
+            return (
+                (parsed if isinstance(parsed, schema) else schema.model_validate(parsed)),
+                raw,
+                "",
+            )
+        return (
+            None,
+            raw,
+            _describe(reply.get("parsing_error")) or "the reply held no parsable object",
+        )
     raw = _raw_text(reply)
     try:
         return schema.model_validate_json(_strip_fences(raw or "")), raw, ""

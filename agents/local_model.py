@@ -236,7 +236,10 @@ class LocalServer:
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info(
-            "local_model.starting", model=str(self.model_path), port=self.port, log_file=str(self.log_path)
+            "local_model.starting",
+            model=str(self.model_path),
+            port=self.port,
+            log_file=str(self.log_path),
         )
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
@@ -300,7 +303,11 @@ def registry_path(settings: Settings) -> Path:
 def register(server: LocalServer) -> None:
     """Announce a foreground server (`synthgraph serve`) to other processes."""
     entries = _read_registry(server.settings)
-    entries[str(server.model_path)] = {"base_url": server.base_url, "alias": server.alias, "pid": os.getpid()}
+    entries[str(server.model_path)] = {
+        "base_url": server.base_url,
+        "alias": server.alias,
+        "pid": os.getpid(),
+    }
     registry_path(server.settings).write_text(json.dumps(entries, indent=2))
 
 

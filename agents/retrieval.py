@@ -87,7 +87,12 @@ def sample_queries(
     for _ in range(samples):
         # top_logprobs must be set too: llama.cpp's server ignores `logprobs` alone.
         reply = invoke_text(
-            messages, role="generator", record_id=record_id, logprobs=True, top_logprobs=0, **model_kwargs
+            messages,
+            role="generator",
+            record_id=record_id,
+            logprobs=True,
+            top_logprobs=0,
+            **model_kwargs,
         )
         query, start = clean_query(str(reply.content))
         if query and query.lower() not in found:

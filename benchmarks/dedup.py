@@ -38,67 +38,325 @@ from typing import Any
 
 # --- a seeded persona grammar ------------------------------------------------------------
 
-AGES = ["young", "retired", "mid-career", "semi-retired", "newly qualified", "veteran", "self-taught",
-        "award-winning", "part-time", "freelance", "former", "ambitious", "soft-spoken", "energetic"]
-ROLES = ["nurse", "data engineer", "marine biologist", "pastry chef", "civil engineer", "librarian",
-         "high school teacher", "paramedic", "architect", "beekeeper", "software developer", "translator",
-         "social worker", "journalist", "pharmacist", "carpenter", "airline pilot", "geologist", "violinist",
-         "urban planner", "veterinarian", "electrician", "midwife", "sommelier", "park ranger", "actuary",
-         "physiotherapist", "museum curator", "fisherman", "court interpreter", "radiologist", "baker",
-         "mechanic", "tax advisor", "choreographer", "glassblower", "wildlife photographer", "locksmith",
-         "epidemiologist", "tailor", "game designer", "farmer", "diplomat", "firefighter", "ceramicist",
-         "statistician", "bookbinder", "climate scientist", "speech therapist", "stonemason", "cartographer",
-         "sound engineer", "shepherd", "robotics researcher", "dentist", "florist", "historian", "welder",
-         "copy editor", "nutritionist", "surveyor", "puppeteer", "accountant", "chemist", "barista",
-         "tour guide", "zookeeper", "optician", "lawyer", "dock worker"]
-DOMAINS = ["paediatric care", "supply chains", "coral reefs", "sourdough fermentation", "bridge design",
-           "rare manuscripts", "renewable energy", "emergency medicine", "timber housing", "urban gardens",
-           "machine translation", "refugee support", "investigative reporting", "antibiotic resistance",
-           "furniture restoration", "mountain rescue", "volcanic soils", "baroque music", "public transport",
-           "animal behaviour", "solar installations", "home births", "natural wines", "forest trails",
-           "pension funds", "sports injuries", "textile history", "deep-sea fishing", "legal aid",
-           "medical imaging", "gluten-free baking", "vintage engines", "small business taxes", "folk dance",
-           "stained glass", "bird migration", "safe locks", "disease outbreaks", "bespoke suits",
-           "board games", "organic farming", "trade negotiations", "wildfire prevention", "glazes",
-           "survey sampling", "old books", "sea ice", "stuttering", "cathedral repair", "nautical maps",
-           "film sound", "sheep breeding", "warehouse robots", "orthodontics", "wedding bouquets",
-           "medieval trade", "ship hulls", "style guides", "sports diets", "land registries"]
-PLACES = ["Lisbon", "Oslo", "Nairobi", "Osaka", "Lima", "Montreal", "Krakow", "Accra", "Valparaiso",
-          "Hanoi", "Tbilisi", "Glasgow", "Porto Alegre", "Bergen", "Cork", "Dakar", "Kyoto", "Tallinn",
-          "Marseille", "Cusco", "Auckland", "Hobart", "Ljubljana", "Bilbao", "Tromso", "Cebu", "Izmir",
-          "Mombasa", "Quito", "Seville", "Leipzig", "Reykjavik", "Halifax", "Bologna", "Gdansk", "Fukuoka",
-          "Cape Town", "Chiang Mai", "Medellin", "Tampere", "Galway", "Trieste", "Salzburg", "Aarhus",
-          "Busan", "Da Nang", "Kraków outskirts", "rural Wales", "the Scottish Highlands", "a Greek island",
-          "a fishing village", "the Andes", "the Alps", "a border town", "a mining town", "the Outback"]
-ACTIVITIES = ["restores vintage motorcycles", "volunteers at a food bank", "paints watercolour landscapes",
-              "teaches knot tying to kids", "brews experimental ciders", "runs marathons in the rain",
-              "collects antique maps", "builds wooden canoes", "sings in a community choir",
-              "mentors first-generation students", "keeps a rooftop vegetable garden", "writes crime novels",
-              "repairs broken radios", "organises neighbourhood clean-ups", "photographs abandoned factories",
-              "plays chess in the park", "fosters rescue dogs", "learns Japanese calligraphy",
-              "hosts a local history podcast", "grows chillies on a balcony", "swims in the sea all winter",
-              "codes small games for fun", "bakes bread for neighbours", "rides a cargo bike everywhere",
-              "restores old pianos", "translates poetry on the side", "climbs indoor walls after work",
-              "knits sweaters for charity", "studies bird calls at dawn", "campaigns for safer cycling lanes",
-              "coaches a youth football team", "makes short documentaries", "reads tarot at parties",
-              "tends an allotment with friends", "fixes bicycles for free", "dances tango on fridays",
-              "maps hiking routes", "keeps detailed weather logs", "carves spoons from driftwood",
-              "sails a small dinghy", "cooks for a soup kitchen", "plays bass in a punk band",
-              "teaches adults to read", "collects vinyl records", "runs a book club", "forages for mushrooms",
-              "builds model railways", "volunteers with hospice patients", "practises archery",
-              "writes letters to pen pals", "restores stone walls", "raises chickens in the backyard",
-              "organises film nights", "paints miniature figures", "studies old recipes",
-              "repairs clocks", "rows on the river at sunrise", "teaches yoga to seniors",
-              "grows bonsai trees", "volunteers as a museum guide", "designs board game prototypes"]
-TIMES = ["", "", " on weekends", " every summer", " in the evenings", " during school holidays",
-         " before dawn", " whenever possible", " twice a month", " after long shifts"]
-TRAITS = ["", "", ", known for a dry sense of humour", ", quietly stubborn about details",
-          ", always curious about strangers", ", famously unpunctual", ", patient with beginners",
-          ", sceptical of quick fixes", ", generous with time", ", fond of long walks",
-          ", distrustful of jargon", ", proud of a huge spice collection", ", allergic to small talk",
-          ", happiest outdoors", ", fluent in four languages", ", never without a notebook"]
-FILLERS = ["quite", "genuinely", "locally", "deeply", "really", "mostly", "proudly", "quietly",
-           "notably", "truly", "often", "widely", "keenly", "rather", "fairly", "warmly"]
+AGES = [
+    "young",
+    "retired",
+    "mid-career",
+    "semi-retired",
+    "newly qualified",
+    "veteran",
+    "self-taught",
+    "award-winning",
+    "part-time",
+    "freelance",
+    "former",
+    "ambitious",
+    "soft-spoken",
+    "energetic",
+]
+ROLES = [
+    "nurse",
+    "data engineer",
+    "marine biologist",
+    "pastry chef",
+    "civil engineer",
+    "librarian",
+    "high school teacher",
+    "paramedic",
+    "architect",
+    "beekeeper",
+    "software developer",
+    "translator",
+    "social worker",
+    "journalist",
+    "pharmacist",
+    "carpenter",
+    "airline pilot",
+    "geologist",
+    "violinist",
+    "urban planner",
+    "veterinarian",
+    "electrician",
+    "midwife",
+    "sommelier",
+    "park ranger",
+    "actuary",
+    "physiotherapist",
+    "museum curator",
+    "fisherman",
+    "court interpreter",
+    "radiologist",
+    "baker",
+    "mechanic",
+    "tax advisor",
+    "choreographer",
+    "glassblower",
+    "wildlife photographer",
+    "locksmith",
+    "epidemiologist",
+    "tailor",
+    "game designer",
+    "farmer",
+    "diplomat",
+    "firefighter",
+    "ceramicist",
+    "statistician",
+    "bookbinder",
+    "climate scientist",
+    "speech therapist",
+    "stonemason",
+    "cartographer",
+    "sound engineer",
+    "shepherd",
+    "robotics researcher",
+    "dentist",
+    "florist",
+    "historian",
+    "welder",
+    "copy editor",
+    "nutritionist",
+    "surveyor",
+    "puppeteer",
+    "accountant",
+    "chemist",
+    "barista",
+    "tour guide",
+    "zookeeper",
+    "optician",
+    "lawyer",
+    "dock worker",
+]
+DOMAINS = [
+    "paediatric care",
+    "supply chains",
+    "coral reefs",
+    "sourdough fermentation",
+    "bridge design",
+    "rare manuscripts",
+    "renewable energy",
+    "emergency medicine",
+    "timber housing",
+    "urban gardens",
+    "machine translation",
+    "refugee support",
+    "investigative reporting",
+    "antibiotic resistance",
+    "furniture restoration",
+    "mountain rescue",
+    "volcanic soils",
+    "baroque music",
+    "public transport",
+    "animal behaviour",
+    "solar installations",
+    "home births",
+    "natural wines",
+    "forest trails",
+    "pension funds",
+    "sports injuries",
+    "textile history",
+    "deep-sea fishing",
+    "legal aid",
+    "medical imaging",
+    "gluten-free baking",
+    "vintage engines",
+    "small business taxes",
+    "folk dance",
+    "stained glass",
+    "bird migration",
+    "safe locks",
+    "disease outbreaks",
+    "bespoke suits",
+    "board games",
+    "organic farming",
+    "trade negotiations",
+    "wildfire prevention",
+    "glazes",
+    "survey sampling",
+    "old books",
+    "sea ice",
+    "stuttering",
+    "cathedral repair",
+    "nautical maps",
+    "film sound",
+    "sheep breeding",
+    "warehouse robots",
+    "orthodontics",
+    "wedding bouquets",
+    "medieval trade",
+    "ship hulls",
+    "style guides",
+    "sports diets",
+    "land registries",
+]
+PLACES = [
+    "Lisbon",
+    "Oslo",
+    "Nairobi",
+    "Osaka",
+    "Lima",
+    "Montreal",
+    "Krakow",
+    "Accra",
+    "Valparaiso",
+    "Hanoi",
+    "Tbilisi",
+    "Glasgow",
+    "Porto Alegre",
+    "Bergen",
+    "Cork",
+    "Dakar",
+    "Kyoto",
+    "Tallinn",
+    "Marseille",
+    "Cusco",
+    "Auckland",
+    "Hobart",
+    "Ljubljana",
+    "Bilbao",
+    "Tromso",
+    "Cebu",
+    "Izmir",
+    "Mombasa",
+    "Quito",
+    "Seville",
+    "Leipzig",
+    "Reykjavik",
+    "Halifax",
+    "Bologna",
+    "Gdansk",
+    "Fukuoka",
+    "Cape Town",
+    "Chiang Mai",
+    "Medellin",
+    "Tampere",
+    "Galway",
+    "Trieste",
+    "Salzburg",
+    "Aarhus",
+    "Busan",
+    "Da Nang",
+    "Kraków outskirts",
+    "rural Wales",
+    "the Scottish Highlands",
+    "a Greek island",
+    "a fishing village",
+    "the Andes",
+    "the Alps",
+    "a border town",
+    "a mining town",
+    "the Outback",
+]
+ACTIVITIES = [
+    "restores vintage motorcycles",
+    "volunteers at a food bank",
+    "paints watercolour landscapes",
+    "teaches knot tying to kids",
+    "brews experimental ciders",
+    "runs marathons in the rain",
+    "collects antique maps",
+    "builds wooden canoes",
+    "sings in a community choir",
+    "mentors first-generation students",
+    "keeps a rooftop vegetable garden",
+    "writes crime novels",
+    "repairs broken radios",
+    "organises neighbourhood clean-ups",
+    "photographs abandoned factories",
+    "plays chess in the park",
+    "fosters rescue dogs",
+    "learns Japanese calligraphy",
+    "hosts a local history podcast",
+    "grows chillies on a balcony",
+    "swims in the sea all winter",
+    "codes small games for fun",
+    "bakes bread for neighbours",
+    "rides a cargo bike everywhere",
+    "restores old pianos",
+    "translates poetry on the side",
+    "climbs indoor walls after work",
+    "knits sweaters for charity",
+    "studies bird calls at dawn",
+    "campaigns for safer cycling lanes",
+    "coaches a youth football team",
+    "makes short documentaries",
+    "reads tarot at parties",
+    "tends an allotment with friends",
+    "fixes bicycles for free",
+    "dances tango on fridays",
+    "maps hiking routes",
+    "keeps detailed weather logs",
+    "carves spoons from driftwood",
+    "sails a small dinghy",
+    "cooks for a soup kitchen",
+    "plays bass in a punk band",
+    "teaches adults to read",
+    "collects vinyl records",
+    "runs a book club",
+    "forages for mushrooms",
+    "builds model railways",
+    "volunteers with hospice patients",
+    "practises archery",
+    "writes letters to pen pals",
+    "restores stone walls",
+    "raises chickens in the backyard",
+    "organises film nights",
+    "paints miniature figures",
+    "studies old recipes",
+    "repairs clocks",
+    "rows on the river at sunrise",
+    "teaches yoga to seniors",
+    "grows bonsai trees",
+    "volunteers as a museum guide",
+    "designs board game prototypes",
+]
+TIMES = [
+    "",
+    "",
+    " on weekends",
+    " every summer",
+    " in the evenings",
+    " during school holidays",
+    " before dawn",
+    " whenever possible",
+    " twice a month",
+    " after long shifts",
+]
+TRAITS = [
+    "",
+    "",
+    ", known for a dry sense of humour",
+    ", quietly stubborn about details",
+    ", always curious about strangers",
+    ", famously unpunctual",
+    ", patient with beginners",
+    ", sceptical of quick fixes",
+    ", generous with time",
+    ", fond of long walks",
+    ", distrustful of jargon",
+    ", proud of a huge spice collection",
+    ", allergic to small talk",
+    ", happiest outdoors",
+    ", fluent in four languages",
+    ", never without a notebook",
+]
+FILLERS = [
+    "quite",
+    "genuinely",
+    "locally",
+    "deeply",
+    "really",
+    "mostly",
+    "proudly",
+    "quietly",
+    "notably",
+    "truly",
+    "often",
+    "widely",
+    "keenly",
+    "rather",
+    "fairly",
+    "warmly",
+]
 
 
 def persona(rng: random.Random) -> str:
@@ -180,7 +438,9 @@ def run_service(texts: list[str]) -> tuple[dict[int, int], dict[str, Any]]:
 
     records = [{"id": str(i), "persona": t} for i, t in enumerate(texts)]
     with tempfile.TemporaryDirectory() as data_dir:
-        result = DedupService("bench", method="minhash", data_dir=Path(data_dir)).dedup(records, "persona")
+        result = DedupService("bench", method="minhash", data_dir=Path(data_dir)).dedup(
+            records, "persona"
+        )
         size = (Path(data_dir) / "dedup" / "bench.minhash.npz").stat().st_size
     dropped = {int(r["id"]): int(r["dedup"]["nearest_id"]) for r in result.dropped}
     return dropped, {"index_mb": round(size / 2**20, 1)}
@@ -237,7 +497,9 @@ METHODS = {
 }
 
 
-def evaluate(texts: list[str], planted: list[tuple[int, int]], dropped: dict[int, int]) -> dict[str, Any]:
+def evaluate(
+    texts: list[str], planted: list[tuple[int, int]], dropped: dict[int, int]
+) -> dict[str, Any]:
     from synthgraph.tools.minhash import jaccard, tokenize
 
     cache: dict[int, set[str]] = {}
@@ -309,7 +571,9 @@ def embedding_stage(count: int, seed: int) -> dict[str, Any]:
         from synthgraph.tools.settings import Settings
 
         client = get_chroma_client(Settings(data_dir=Path(data_dir)))
-        service = DedupService("bench", method="embedding", data_dir=Path(data_dir), chroma_client=client)
+        service = DedupService(
+            "bench", method="embedding", data_dir=Path(data_dir), chroma_client=client
+        )
         start = time.perf_counter()
         first = service.dedup(records, "persona")
         first_s = time.perf_counter() - start
@@ -339,14 +603,24 @@ def _spawn(args: list[str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated persona counts")
-    parser.add_argument("--datasketch-max", type=int, default=20_000, help="plain datasketch subset size")
+    parser.add_argument(
+        "--datasketch-max", type=int, default=20_000, help="plain datasketch subset size"
+    )
     parser.add_argument("--rensa-max", type=int, default=1_000_000, help="rensa subset size")
-    parser.add_argument("--embed", type=int, default=5_000, help="personas for the embedding stage (0: skip)")
-    parser.add_argument("--dup-rate", type=float, default=0.1, help="share of planted near-duplicates")
+    parser.add_argument(
+        "--embed", type=int, default=5_000, help="personas for the embedding stage (0: skip)"
+    )
+    parser.add_argument(
+        "--dup-rate", type=float, default=0.1, help="share of planted near-duplicates"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="20k personas, 5k peers, 500 embeddings")
+    parser.add_argument(
+        "--quick", action="store_true", help="20k personas, 5k peers, 500 embeddings"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -381,12 +655,16 @@ def main() -> None:
             rows.append(row)
 
     print("\nMinHash stage (threshold 0.9, 128 permutations; one run, 2 shared cores)")
-    header = f"{'stream':>9} {'method':<15} {'bands':>6} {'n':>9} {'s':>7} {'personas/s':>11} {'× ds':>6} " \
-             f"{'/CPU-s':>8} {'× ds':>6} " \
-             f"{'peak MB':>8} {'+MB':>6} {'rec≥.92':>8} {'rec.90-.92':>10} {'drop<.9':>8} {'precision':>9}"
+    header = (
+        f"{'stream':>9} {'method':<15} {'bands':>6} {'n':>9} {'s':>7} {'personas/s':>11} {'× ds':>6} "
+        f"{'/CPU-s':>8} {'× ds':>6} "
+        f"{'peak MB':>8} {'+MB':>6} {'rec≥.92':>8} {'rec.90-.92':>10} {'drop<.9':>8} {'precision':>9}"
+    )
     print(header)
     for row in rows:
-        datasketch = next(r for r in rows if r["stream"] == row["stream"] and r["method"] == "datasketch")
+        datasketch = next(
+            r for r in rows if r["stream"] == row["stream"] and r["method"] == "datasketch"
+        )
         print(
             f"{row['stream']:>9,} {row['method']:<15} {row.get('bands', ''):>6} {row['n']:>9,} "
             f"{row['seconds']:>7.2f} {row['rate']:>11,.0f} {row['rate'] / datasketch['rate']:>6.1f} "
@@ -394,8 +672,12 @@ def main() -> None:
             f"{row['peak_mb']:>8,} {row['above_data_mb']:>6,} {row['recall_092']:>8.4f} "
             f"{row['recall_090_092']:>10.4f} {row['dropped_below_09']:>8.4f} {row['precision']:>9.4f}"
         )
-    print("× ds: rate over plain datasketch's rate measured on its subset (n column); /CPU-s: personas")
-    print("per CPU-second of the worker (wall-clock rates suffer when other jobs share the 2 cores).")
+    print(
+        "× ds: rate over plain datasketch's rate measured on its subset (n column); /CPU-s: personas"
+    )
+    print(
+        "per CPU-second of the worker (wall-clock rates suffer when other jobs share the 2 cores)."
+    )
     print("rec≥.92 / rec.90-.92: planted duplicates dropped, by exact Jaccard to their source;")
     print("drop<.9: planted pairs under 0.9 dropped anyway; precision: drops whose exact Jaccard")
     print("with the matched kept persona is ≥ 0.9.")
@@ -406,10 +688,14 @@ def main() -> None:
         embedding = _spawn(["--worker", "embedding", "--size", str(args.embed), *common])
         print(f"\nEmbedding stage (MiniLM, Chroma cosine) on {embedding['n']:,} distinct personas")
         print(f"  encode only          {embedding['encode_rate']:>8,.0f} personas/s")
-        print(f"  service, first run   {embedding['service_rate']:>8,.0f} personas/s "
-              f"(encode + Chroma query + write; kept {embedding['kept_first']:,})")
-        print(f"  service, rerun       {embedding['rerun_rate']:>8,.0f} personas/s "
-              f"(all found in Chroma; kept {embedding['kept_rerun']:,})")
+        print(
+            f"  service, first run   {embedding['service_rate']:>8,.0f} personas/s "
+            f"(encode + Chroma query + write; kept {embedding['kept_first']:,})"
+        )
+        print(
+            f"  service, rerun       {embedding['rerun_rate']:>8,.0f} personas/s "
+            f"(all found in Chroma; kept {embedding['kept_rerun']:,})"
+        )
     if args.json:
         args.json.write_text(json.dumps({"minhash": rows, "embedding": embedding}, indent=2))
 

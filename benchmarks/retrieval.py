@@ -33,7 +33,9 @@ from synthgraph.tools.retrieval_data import load_qrels
 from synthgraph.tools.retrieval_training import train_bi_encoder, train_cross_encoder
 
 DATA = Path("/work/shared/data/debian-descriptions")
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "retrieval" / "software_packages.json"
+EXAMPLES = (
+    Path(__file__).resolve().parent.parent / "examples" / "retrieval" / "software_packages.json"
+)
 
 
 def working_corpus(data: Path, generation: Path, out: Path, size: int, seed: int = 7) -> Path:
@@ -46,8 +48,16 @@ def working_corpus(data: Path, generation: Path, out: Path, size: int, seed: int
     keep: list[str] = []
     for split in ("dev", "test"):
         keep += [doc for rel in load_qrels(data / "qrels" / f"{split}.tsv").values() for doc in rel]
-    existing = [row["_id"] for row in read_jsonl(out / "corpus.jsonl")] if (out / "corpus.jsonl").exists() else []
-    sources = [p["source_id"] for p in read_jsonl(generation / "pairs.jsonl")] if (generation / "pairs.jsonl").exists() else []
+    existing = (
+        [row["_id"] for row in read_jsonl(out / "corpus.jsonl")]
+        if (out / "corpus.jsonl").exists()
+        else []
+    )
+    sources = (
+        [p["source_id"] for p in read_jsonl(generation / "pairs.jsonl")]
+        if (generation / "pairs.jsonl").exists()
+        else []
+    )
     if existing and set(sources) <= set(existing):
         return out
     keep = list(dict.fromkeys(keep + sources))
@@ -65,19 +75,31 @@ def working_corpus(data: Path, generation: Path, out: Path, size: int, seed: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("data/bench/retrieval"))
-    parser.add_argument("--docs", type=int, default=2000, help="corpus documents to write queries for")
+    parser.add_argument(
+        "--docs", type=int, default=2000, help="corpus documents to write queries for"
+    )
     parser.add_argument("--gen-minutes", type=float, default=40.0, help="time budget of generation")
-    parser.add_argument("--eval-docs", type=int, default=2500, help="size of the evaluation corpus (0: all)")
-    parser.add_argument("--keep", type=float, default=0.8, help="fraction kept by the logprob and reranker filters")
+    parser.add_argument(
+        "--eval-docs", type=int, default=2500, help="size of the evaluation corpus (0: all)"
+    )
+    parser.add_argument(
+        "--keep", type=float, default=0.8, help="fraction kept by the logprob and reranker filters"
+    )
     parser.add_argument("--top-k", type=int, default=10, help="round-trip filter depth")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
-    parser.add_argument("--negatives", type=int, default=1, help="hard negatives per query in the loss")
+    parser.add_argument(
+        "--negatives", type=int, default=1, help="hard negatives per query in the loss"
+    )
     parser.add_argument("--stages", default="generate,filter,train,eval")
-    parser.add_argument("--test", action="store_true", help="also evaluate on test (do it once, at the end)")
+    parser.add_argument(
+        "--test", action="store_true", help="also evaluate on test (do it once, at the end)"
+    )
     args = parser.parse_args()
     stages = set(args.stages.split(","))
     generation = args.out / "generation"
@@ -87,7 +109,11 @@ def main() -> None:
     if "generate" in stages:
         started = time.monotonic()
         context = RetrievalContext(
-            style="promptagator", examples_path=str(EXAMPLES), samples=1, max_tokens=32, max_doc_chars=400
+            style="promptagator",
+            examples_path=str(EXAMPLES),
+            samples=1,
+            max_tokens=32,
+            max_doc_chars=400,
         )
         resume = str(generation) if (generation / "manifest.json").exists() else None
         summary = generate_job(
@@ -100,7 +126,9 @@ def main() -> None:
             show_progress=False,
         )
         timings["generate"] = time.monotonic() - started
-        print(f"generate: {summary.pairs} pairs, {summary.rejects} rejects, stopped early: {summary.stopped_early}")
+        print(
+            f"generate: {summary.pairs} pairs, {summary.rejects} rejects, stopped early: {summary.stopped_early}"
+        )
     beir = working_corpus(args.data, generation, args.out / "beir-subset", args.eval_docs)
     corpus = beir / "corpus.jsonl"
 
@@ -109,14 +137,19 @@ def main() -> None:
 
     if "filter" in stages:
         started = time.monotonic()
-        for name, filters in (("unfiltered", []), ("filtered", ["logprob", "reranker", "roundtrip"])):
+        for name, filters in (
+            ("unfiltered", []),
+            ("filtered", ["logprob", "reranker", "roundtrip"]),
+        ):
             summary = filter_job(
                 generation, filters=filters, out=args.out / name, corpus_path=corpus,
                 keep=args.keep, top_k=args.top_k, negatives=3,
             )  # fmt: skip
             print(f"{name}: {summary.pairs} pairs → {summary.kept} kept, {summary.triples} triples")
             for report in summary.filters:
-                print(f"  {report['name']}: {report['before']} → {report['kept']} ({report['note']})")
+                print(
+                    f"  {report['name']}: {report['before']} → {report['kept']} ({report['note']})"
+                )
         timings["filter"] = time.monotonic() - started
 
     if "train" in stages:
@@ -128,7 +161,9 @@ def main() -> None:
                 learning_rate=args.learning_rate, negatives=args.negatives,
             )  # fmt: skip
             print(f"train {name}: {report}")
-        report = train_cross_encoder(load_triples(args.out / "unfiltered" / TRIPLES), models / "reranker", epochs=args.epochs)
+        report = train_cross_encoder(
+            load_triples(args.out / "unfiltered" / TRIPLES), models / "reranker", epochs=args.epochs
+        )
         print(f"train reranker: {report}")
         timings["train"] = time.monotonic() - started
 
@@ -147,7 +182,9 @@ def main() -> None:
             )  # fmt: skip
             timings[f"eval_{split}"] = time.monotonic() - started
         print_table(results, args.out)
-        write_json({"results": results, "timings": timings, "args": vars(args)}, args.out / "results.json")
+        write_json(
+            {"results": results, "timings": timings, "args": vars(args)}, args.out / "results.json"
+        )
     print(json.dumps({"timings": {k: round(v, 1) for k, v in timings.items()}}))
 
 
@@ -168,7 +205,10 @@ def print_query_stats(generation: Path, beir: Path) -> None:
 
 def print_table(results: dict[str, list[dict[str, object]]], out: Path) -> None:
     splits = list(results)
-    print(f"\n{'system':48}" + "".join(f"{'nDCG@10 ' + s:>14}{'R@100 ' + s:>12}{'MRR@10 ' + s:>13}" for s in splits))
+    print(
+        f"\n{'system':48}"
+        + "".join(f"{'nDCG@10 ' + s:>14}{'R@100 ' + s:>12}{'MRR@10 ' + s:>13}" for s in splits)
+    )
     for i, row in enumerate(results[splits[0]]):
         line = f"{row['system']!s:48}"
         for split in splits:
@@ -177,7 +217,10 @@ def print_table(results: dict[str, list[dict[str, object]]], out: Path) -> None:
         print(line)
     for name in ("unfiltered", "filtered"):
         report = json.loads((out / name / "filter_report.json").read_text())
-        kept = ", ".join(f"{f['name']} kept {f['kept']}/{f['before']}" for f in report["filters"]) or "no filter"
+        kept = (
+            ", ".join(f"{f['name']} kept {f['kept']}/{f['before']}" for f in report["filters"])
+            or "no filter"
+        )
         print(f"{name}: {report['pairs']} pairs → {report['triples']} triples ({kept})")
 
 

@@ -71,13 +71,18 @@ def run_batch(
             structlog.contextvars.unbind_contextvars("run_id", "graph", "record_id")
 
     try:
-        with progress(transient=not show_progress) as bar, ThreadPoolExecutor(max(1, workers)) as pool:
+        with (
+            progress(transient=not show_progress) as bar,
+            ThreadPoolExecutor(max(1, workers)) as pool,
+        ):
             task = bar.add_task(description, total=len(todo))
             futures = [pool.submit(one, item) for item in todo]
             for future in as_completed(futures):
                 record_id, outcome = future.result()
                 if isinstance(outcome, BaseException):
-                    log.warning("batch.rejected", record_id=record_id, stage=stage, error=str(outcome))
+                    log.warning(
+                        "batch.rejected", record_id=record_id, stage=stage, error=str(outcome)
+                    )
                     run.rejects.reject(record_id, stage, outcome)
                     result.rejected += 1
                 else:

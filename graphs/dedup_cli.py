@@ -13,18 +13,27 @@ from synthgraph.tools.io import InputError
 
 
 def dedup_command(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A JSONL or Parquet file of records.")],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="A JSONL or Parquet file of records.")
+    ],
     field: Annotated[str, typer.Option("--field", "-f", help="The text field to compare.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Kept records (.jsonl or .parquet).")],
-    method: Annotated[str, typer.Option(help="minhash, embedding or both (minhash first).")] = "both",
+    method: Annotated[
+        str, typer.Option(help="minhash, embedding or both (minhash first).")
+    ] = "both",
     threshold: Annotated[
         float, typer.Option(help="Drop at Jaccard (minhash) or cosine (embedding) ≥ this.")
     ] = 0.9,
     namespace: Annotated[
-        str | None, typer.Option(help="Memory of kept records across runs (default: the field name).")
+        str | None,
+        typer.Option(help="Memory of kept records across runs (default: the field name)."),
     ] = None,
-    id_field: Annotated[str, typer.Option(help="Field holding record ids (default: position).")] = "id",
-    reset: Annotated[bool, typer.Option("--reset", help="Forget the namespace before this run.")] = False,
+    id_field: Annotated[
+        str, typer.Option(help="Field holding record ids (default: position).")
+    ] = "id",
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget the namespace before this run.")
+    ] = False,
 ) -> None:
     """Drop near-duplicates: MinHash on words, then MiniLM embeddings in Chroma.
 
@@ -44,7 +53,10 @@ def dedup_command(
 
         try:
             service = DedupService(
-                namespace or default_namespace(field), threshold, method, progress=report  # type: ignore[arg-type]
+                namespace or default_namespace(field),
+                threshold,
+                method,
+                progress=report,  # type: ignore[arg-type]
             )
             result = dedup_file(service, input_path, field, out, id_field=id_field, reset=reset)
         except (InputError, ValueError) as error:

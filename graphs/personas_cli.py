@@ -323,7 +323,8 @@ def personas_command(
         float, typer.Option(min=0.01, max=1.0, help="Dedup threshold (both stages).")
     ] = 0.9,
     temperature: Annotated[
-        float, typer.Option(min=0.0, max=2.0, help="0: the same text gives the same persona on rerun.")
+        float,
+        typer.Option(min=0.0, max=2.0, help="0: the same text gives the same persona on rerun."),
     ] = 0.0,
     resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
 ) -> None:

@@ -65,14 +65,19 @@ def prepare_prompt(state: RetrievalState, runtime: Runtime[RetrievalContext]) ->
     context = runtime.context or RetrievalContext()
     if not state.get("document", "").strip():
         raise InputError(f"document {state.get('document_id')!r}: empty text")
-    messages = query_messages(state["document"], context_examples(context), context.style, context.max_doc_chars)
+    messages = query_messages(
+        state["document"], context_examples(context), context.style, context.max_doc_chars
+    )
     return {"messages": messages}
 
 
 def write_queries(state: RetrievalState, runtime: Runtime[RetrievalContext]) -> RetrievalOutput:
     context = runtime.context or RetrievalContext()
     found = sample_queries(
-        state["messages"], samples=context.samples, record_id=state["document_id"], **context.model_kwargs()
+        state["messages"],
+        samples=context.samples,
+        record_id=state["document_id"],
+        **context.model_kwargs(),
     )
     return {"queries": [{"query": q.query, "logprob": q.logprob} for q in found]}
 

@@ -50,7 +50,9 @@ from synthgraph.tools.settings import get_settings
 
 log = get_logger(__name__)
 PAIRS = "pairs.jsonl"
-retrieval_app = typer.Typer(help="Retrieval training data: generate queries, filter, train, evaluate.", no_args_is_help=True)
+retrieval_app = typer.Typer(
+    help="Retrieval training data: generate queries, filter, train, evaluate.", no_args_is_help=True
+)
 
 
 # --- generate -------------------------------------------------------------------
@@ -65,11 +67,15 @@ class GenerateSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def corpus_documents(source: Path, text_field: str = "text", id_field: str = "_id") -> tuple[list[TextRecord], list[Any]]:
+def corpus_documents(
+    source: Path, text_field: str = "text", id_field: str = "_id"
+) -> tuple[list[TextRecord], list[Any]]:
     """Documents of a BEIR corpus.jsonl, or any folder/JSONL/Parquet/CSV `load_texts` reads."""
     documents, problems = load_texts(source, text_field=text_field, id_field=id_field)
     with_titles = [
-        TextRecord(d.id, f"{d.meta['title']}. {d.text}", d.source, d.meta) if d.meta.get("title") else d
+        TextRecord(d.id, f"{d.meta['title']}. {d.text}", d.source, d.meta)
+        if d.meta.get("title")
+        else d
         for d in documents
     ]
     return with_titles, problems
@@ -110,7 +116,9 @@ def generate_job(
     documents = documents[:limit] if limit else documents
 
     def process(document: TextRecord) -> list[dict[str, Any]]:
-        result = graph.invoke({"document_id": document.id, "document": document.text}, context=context)
+        result = graph.invoke(
+            {"document_id": document.id, "document": document.text}, context=context
+        )
         if not result["queries"]:
             raise ValueError("the model wrote no usable query")
         return [
@@ -151,23 +159,38 @@ def generate_job(
 
 
 def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text("utf-8").splitlines() if line.strip()] if path.exists() else []
+    return (
+        [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+        if path.exists()
+        else []
+    )
 
 
 @retrieval_app.command("generate")
 def generate_command(
-    corpus: Annotated[Path, typer.Argument(help="BEIR corpus.jsonl (or a folder / JSONL / Parquet / CSV of texts).")],
+    corpus: Annotated[
+        Path,
+        typer.Argument(help="BEIR corpus.jsonl (or a folder / JSONL / Parquet / CSV of texts)."),
+    ],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: data/runs/<id>).")] = None,
     style: Annotated[str, typer.Option(help="promptagator, vanilla or gbq.")] = "promptagator",
-    examples: Annotated[Path | None, typer.Option(help="Example set (JSONL, or JSON with task + examples).")] = None,
+    examples: Annotated[
+        Path | None, typer.Option(help="Example set (JSONL, or JSON with task + examples).")
+    ] = None,
     per_doc: Annotated[int, typer.Option("--per-doc", help="Queries sampled per document.")] = 1,
-    limit: Annotated[int | None, typer.Option(help="Use a seeded random sample of this many documents.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use a seeded random sample of this many documents.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 13,
     max_tokens: Annotated[int, typer.Option(help="Completion cap per query.")] = 48,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after about this long (resume later).")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop after about this long (resume later).")
+    ] = None,
     resume: Annotated[str | None, typer.Option(help="Resume a run by id or folder.")] = None,
-    text_field: Annotated[str, typer.Option(help="Text field of JSONL/Parquet/CSV input.")] = "text",
+    text_field: Annotated[
+        str, typer.Option(help="Text field of JSONL/Parquet/CSV input.")
+    ] = "text",
     id_field: Annotated[str, typer.Option(help="Id field of JSONL/Parquet/CSV input.")] = "_id",
 ) -> None:
     """Write search queries for corpus documents (Promptagator / InPars prompts)."""
@@ -234,7 +257,9 @@ def filter_job(
     """
     unknown = [f for f in filters if f not in FILTERS]
     if unknown:
-        raise InputError(f"unknown filter(s) {', '.join(unknown)}; choose from {', '.join(FILTERS)}")
+        raise InputError(
+            f"unknown filter(s) {', '.join(unknown)}; choose from {', '.join(FILTERS)}"
+        )
     run = Run.open("retrieval", resume=str(run_dir))
     out = out or run.root / ("filtered" if filters else "unfiltered")
     corpus = load_corpus(corpus_path or Path(run.manifest["config"]["corpus"]))
@@ -244,7 +269,9 @@ def filter_job(
         if pair["source_id"] in corpus:
             pairs.setdefault(pair["id"], pair)
         elif pair["id"] not in already:
-            run.rejects.reject(pair["id"], "filter", f"source document {pair['source_id']!r} is not in the corpus")
+            run.rejects.reject(
+                pair["id"], "filter", f"source document {pair['source_id']!r} is not in the corpus"
+            )
     if not pairs:
         raise InputError(f"{run.root}: no usable pairs in {PAIRS}")
     summary = FilterSummary(str(out), pairs=len(pairs), kept=0, triples=0)
@@ -267,14 +294,27 @@ def filter_job(
             kept, report = reranker_filter(kept, scores, keep, note)
         else:
             hits = dense_index().search([p["query"] for p in kept], top_k)
-            kept, report = roundtrip_filter(kept, hits, top_k, f"source in the top {top_k} of {retriever or 'base MiniLM'}")
+            kept, report = roundtrip_filter(
+                kept, hits, top_k, f"source in the top {top_k} of {retriever or 'base MiniLM'}"
+            )
         summary.filters.append({**asdict(report), "removed": report.removed})
         summary.seconds[name] = round(time.monotonic() - started, 1)
-        log.info("retrieval.filter", filter=name, before=report.before, kept=report.kept, note=report.note)
+        log.info(
+            "retrieval.filter",
+            filter=name,
+            before=report.before,
+            kept=report.kept,
+            note=report.note,
+        )
 
     started = time.monotonic()
     triples = hard_negative_triples(
-        kept, corpus, negatives, negative_sources, dense_index if "dense" in negative_sources else None, seed
+        kept,
+        corpus,
+        negatives,
+        negative_sources,
+        dense_index if "dense" in negative_sources else None,
+        seed,
     )
     summary.seconds["negatives"] = round(time.monotonic() - started, 1)
     summary.kept, summary.triples = len(kept), len(triples)
@@ -282,7 +322,11 @@ def filter_job(
     write_records(triples, out / TRIPLES)
     write_records(
         [
-            {"anchor": t["query"], "positive": t["positive"], **{f"negative_{i + 1}": n for i, n in enumerate(t["negatives"])}}
+            {
+                "anchor": t["query"],
+                "positive": t["positive"],
+                **{f"negative_{i + 1}": n for i, n in enumerate(t["negatives"])},
+            }
             for t in triples
         ],
         out / ST_DATASET,
@@ -331,32 +375,52 @@ def reranker_scores(
     texts = [(p["query"], corpus[p["source_id"]]) for p in pairs]
     if reranker is not None:
         return Reranker(reranker).score(texts), f"scored by {reranker}"
-    folds = [[i for i in range(len(pairs)) if int(pairs[i]["id"], 16) % 2 == fold] for fold in (0, 1)]
+    folds = [
+        [i for i in range(len(pairs)) if int(pairs[i]["id"], 16) % 2 == fold] for fold in (0, 1)
+    ]
     scores: list[float] = [0.0] * len(pairs)
     for fold, other in ((0, 1), (1, 0)):
         if not folds[fold] or not folds[other]:
             continue
-        train = hard_negative_triples([pairs[i] for i in folds[other]], corpus, 1, ("bm25",), None, seed)
+        train = hard_negative_triples(
+            [pairs[i] for i in folds[other]], corpus, 1, ("bm25",), None, seed
+        )
         model_dir = out / f"reranker-fold{fold}"
         train_cross_encoder(train, model_dir, seed=seed)
         fold_scores = Reranker(model_dir).score([texts[i] for i in folds[fold]])
         for i, score in zip(folds[fold], fold_scores, strict=True):
             scores[i] = score
-    return scores, "cross-encoder from MiniLM, trained on the other half of the pairs (cross-fitted)"
+    return (
+        scores,
+        "cross-encoder from MiniLM, trained on the other half of the pairs (cross-fitted)",
+    )
 
 
 @retrieval_app.command("filter")
 def filter_command(
     run_dir: Annotated[Path, typer.Argument(help="A `retrieval generate` run folder.")],
-    filters: Annotated[str, typer.Option(help="Comma list of logprob, reranker, roundtrip ('' for none).")] = "logprob,roundtrip",
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN_DIR/filtered or /unfiltered).")] = None,
-    corpus: Annotated[Path | None, typer.Option(help="corpus.jsonl (default: the one the run generated from).")] = None,
-    keep: Annotated[float, typer.Option(help="Fraction kept by the logprob and reranker filters.")] = 0.7,
+    filters: Annotated[
+        str, typer.Option(help="Comma list of logprob, reranker, roundtrip ('' for none).")
+    ] = "logprob,roundtrip",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN_DIR/filtered or /unfiltered).")
+    ] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="corpus.jsonl (default: the one the run generated from).")
+    ] = None,
+    keep: Annotated[
+        float, typer.Option(help="Fraction kept by the logprob and reranker filters.")
+    ] = 0.7,
     top_k: Annotated[int, typer.Option(help="Round-trip: the source must be in this top k.")] = 10,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query.")] = 3,
     negative_sources: Annotated[str, typer.Option(help="bm25, dense or both.")] = "bm25,dense",
-    reranker: Annotated[Path | None, typer.Option(help="A trained cross-encoder folder for the reranker filter.")] = None,
-    retriever: Annotated[Path | None, typer.Option(help="Bi-encoder for round-trip and dense negatives (default: MiniLM).")] = None,
+    reranker: Annotated[
+        Path | None, typer.Option(help="A trained cross-encoder folder for the reranker filter.")
+    ] = None,
+    retriever: Annotated[
+        Path | None,
+        typer.Option(help="Bi-encoder for round-trip and dense negatives (default: MiniLM)."),
+    ] = None,
 ) -> None:
     """Filter generated pairs (InPars-v1/v2, Promptagator round-trip) and mine hard negatives."""
     chosen = [f for f in filters.split(",") if f.strip()]
@@ -369,12 +433,18 @@ def filter_command(
         fail(str(error))
     rows = [[f["name"], f["before"], f["kept"], f["removed"], f["note"]] for f in summary.filters]
     stdout.print(table("retrieval filter", ["filter", "before", "kept", "removed", "note"], rows))
-    console.print(f"{summary.triples} triples: {summary.out_dir}/{TRIPLES} (sentence-transformers: {ST_DATASET})")
+    console.print(
+        f"{summary.triples} triples: {summary.out_dir}/{TRIPLES} (sentence-transformers: {ST_DATASET})"
+    )
 
 
 # --- train ----------------------------------------------------------------------
 def find_triples(folder: Path) -> Path:
-    for candidate in (folder / TRIPLES, folder / "filtered" / TRIPLES, folder / "unfiltered" / TRIPLES):
+    for candidate in (
+        folder / TRIPLES,
+        folder / "filtered" / TRIPLES,
+        folder / "unfiltered" / TRIPLES,
+    ):
         if candidate.is_file():
             return candidate
     raise InputError(f"{folder}: no {TRIPLES} (run `synthgraph retrieval filter` first)")
@@ -393,26 +463,40 @@ def load_triples(path: Path) -> list[dict[str, Any]]:
 
 @retrieval_app.command("train")
 def train_command(
-    folder: Annotated[Path, typer.Argument(help="Folder with train_triples.jsonl (or a run folder).")],
+    folder: Annotated[
+        Path, typer.Argument(help="Folder with train_triples.jsonl (or a run folder).")
+    ],
     out: Annotated[Path, typer.Option(help="Model folder to write.")],
     epochs: Annotated[int, typer.Option(help="Passes over the triples.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Queries per step (in-batch negatives).")] = 32,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query used in the loss.")] = 1,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-5,
-    cross_encoder: Annotated[Path | None, typer.Option(help="Also train a MiniLM cross-encoder reranker here.")] = None,
+    cross_encoder: Annotated[
+        Path | None, typer.Option(help="Also train a MiniLM cross-encoder reranker here.")
+    ] = None,
 ) -> None:
     """Fine-tune MiniLM (MultipleNegativesRankingLoss + hard negatives), optionally a reranker."""
     try:
         triples = load_triples(find_triples(folder))
         report = train_bi_encoder(
-            triples, out, epochs=epochs, batch_size=batch_size, negatives=negatives, learning_rate=learning_rate
+            triples,
+            out,
+            epochs=epochs,
+            batch_size=batch_size,
+            negatives=negatives,
+            learning_rate=learning_rate,
         )
         reports = [report]
         if cross_encoder is not None:
-            reports.append(train_cross_encoder(triples, cross_encoder, epochs=epochs, batch_size=batch_size))
+            reports.append(
+                train_cross_encoder(triples, cross_encoder, epochs=epochs, batch_size=batch_size)
+            )
     except (InputError, ValueError) as error:
         fail(str(error))
-    rows = [[r.model_dir, r.examples, r.steps, f"{r.first_loss:.3f} → {r.last_loss:.3f}", r.seconds] for r in reports]
+    rows = [
+        [r.model_dir, r.examples, r.steps, f"{r.first_loss:.3f} → {r.last_loss:.3f}", r.seconds]
+        for r in reports
+    ]
     stdout.print(table("retrieval train", ["model", "examples", "steps", "loss", "seconds"], rows))
 
 
@@ -460,18 +544,29 @@ def eval_job(
     return rows
 
 
-def _scored(name: str, query_ids: list[str], hits: list[Any], qrels: dict[str, dict[str, int]]) -> dict[str, Any]:
+def _scored(
+    name: str, query_ids: list[str], hits: list[Any], qrels: dict[str, dict[str, int]]
+) -> dict[str, Any]:
     rankings = {q: [doc for doc, _ in found] for q, found in zip(query_ids, hits, strict=True)}
     return {"system": name, **evaluate_rankings(rankings, qrels)}
 
 
 @retrieval_app.command("eval")
 def eval_command(
-    beir_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
-    model: Annotated[Path | None, typer.Option(help="A fine-tuned bi-encoder folder (default: base MiniLM only).")] = None,
-    reranker: Annotated[Path | None, typer.Option(help="A cross-encoder folder: adds `+ reranker` rows.")] = None,
+    beir_dir: Annotated[
+        Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A fine-tuned bi-encoder folder (default: base MiniLM only)."),
+    ] = None,
+    reranker: Annotated[
+        Path | None, typer.Option(help="A cross-encoder folder: adds `+ reranker` rows.")
+    ] = None,
     split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
-    rerank_depth: Annotated[int, typer.Option(help="Documents the reranker reorders per query.")] = 20,
+    rerank_depth: Annotated[
+        int, typer.Option(help="Documents the reranker reorders per query.")
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
 ) -> None:
     """Score BM25, the base MiniLM, a fine-tuned model and reranking on a BEIR folder."""
@@ -481,11 +576,22 @@ def eval_command(
             fail(f"{model}: not a sentence-transformers model folder")
         models[f"MiniLM fine-tuned ({model.name})"] = model
     try:
-        rows = eval_job(beir_dir, split=split, models=models, reranker=reranker, rerank_depth=rerank_depth)
+        rows = eval_job(
+            beir_dir, split=split, models=models, reranker=reranker, rerank_depth=rerank_depth
+        )
     except InputError as error:
         fail(str(error))
     if as_json:
         stdout.print_json(json.dumps(rows))
         return
-    body = [[r["system"], f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['mrr@10']:.4f}"] for r in rows]
-    stdout.print(table(f"retrieval eval ({split}, {rows[0]['queries']} queries)", ["system", "nDCG@10", "Recall@100", "MRR@10"], body))
+    body = [
+        [r["system"], f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['mrr@10']:.4f}"]
+        for r in rows
+    ]
+    stdout.print(
+        table(
+            f"retrieval eval ({split}, {rows[0]['queries']} queries)",
+            ["system", "nDCG@10", "Recall@100", "MRR@10"],
+            body,
+        )
+    )

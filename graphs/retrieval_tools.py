@@ -23,14 +23,23 @@ from synthgraph.tools.workspace import confine, workspace_root
 class RetrievalQueriesArgs(BaseModel):
     """Arguments of `write_retrieval_queries` (paths are relative to the workspace)."""
 
-    corpus_path: str = Field(description="A BEIR corpus.jsonl (`_id`, `text`) or a folder of .txt files.")
-    output_dir: str = Field(description="A new folder for the run (pairs.jsonl, rejects.jsonl, ...).")
-    style: Style = Field(default="promptagator", description="promptagator, vanilla or gbq prompts.")
+    corpus_path: str = Field(
+        description="A BEIR corpus.jsonl (`_id`, `text`) or a folder of .txt files."
+    )
+    output_dir: str = Field(
+        description="A new folder for the run (pairs.jsonl, rejects.jsonl, ...)."
+    )
+    style: Style = Field(
+        default="promptagator", description="promptagator, vanilla or gbq prompts."
+    )
     examples_path: str | None = Field(
-        default=None, description="Example set (JSONL or JSON with task + examples); unset: generic examples."
+        default=None,
+        description="Example set (JSONL or JSON with task + examples); unset: generic examples.",
     )
     per_doc: int = Field(default=1, ge=1, le=3, description="Queries sampled per document.")
-    max_documents: int = Field(default=20, ge=1, le=100, description="Use at most this many documents.")
+    max_documents: int = Field(
+        default=20, ge=1, le=100, description="Use at most this many documents."
+    )
 
 
 def write_retrieval_queries(
@@ -47,7 +56,9 @@ def write_retrieval_queries(
             examples_path=examples_path, per_doc=per_doc, max_documents=max_documents,
         )  # fmt: skip
     except ValidationError as error:
-        raise ToolException("invalid arguments: " + "; ".join(e["msg"] for e in error.errors()[:5])) from error
+        raise ToolException(
+            "invalid arguments: " + "; ".join(e["msg"] for e in error.errors()[:5])
+        ) from error
     try:
         context = RetrievalContext(
             style=args.style,

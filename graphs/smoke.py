@@ -44,7 +44,9 @@ def pick_language(state: SmokeState, runtime: Runtime[RunContext]) -> SmokeOutpu
 
 
 # --- edges ----------------------------------------------------------------------
-builder = StateGraph(SmokeState, context_schema=RunContext, input_schema=SmokeInput, output_schema=SmokeOutput)
+builder = StateGraph(
+    SmokeState, context_schema=RunContext, input_schema=SmokeInput, output_schema=SmokeOutput
+)
 builder.add_node("pick_language", pick_language)
 builder.add_edge(START, "pick_language")
 builder.add_edge("pick_language", END)

@@ -60,5 +60,8 @@ def render_messages(name: str, **values: Any) -> list[tuple[str, str]]:
     parts = _ROLE_LINE.split(text)
     if len(parts) == 1:
         return [("user", fill(text, **values).strip())]
-    messages = [(role, fill(body, **values).strip()) for role, body in zip(parts[1::2], parts[2::2], strict=True)]
+    messages = [
+        (role, fill(body, **values).strip())
+        for role, body in zip(parts[1::2], parts[2::2], strict=True)
+    ]
     return [(role, body) for role, body in messages if body]

@@ -43,7 +43,9 @@ def draw(
     # The uniform stays strictly below the total, so a zero-weight token at the
     # end can never be drawn through rounding.
     cumulative = weights.cumsum(dim=-1)
-    uniform = torch.rand(weights.shape[0], 1, generator=generator) * (cumulative[:, -1:] * (1 - 1e-6))
+    uniform = torch.rand(weights.shape[0], 1, generator=generator) * (
+        cumulative[:, -1:] * (1 - 1e-6)
+    )
     return torch.searchsorted(cumulative, uniform, right=True).squeeze(-1)
 
 

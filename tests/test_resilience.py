@@ -170,7 +170,9 @@ def test_rate_limiter_spaces_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(slept) == 2 and all(0 < s <= 0.2 for s in slept)
 
 
-def test_a_reply_cut_at_max_tokens_fails_the_record_without_reasking(fake_server: FakeOpenAIServer) -> None:
+def test_a_reply_cut_at_max_tokens_fails_the_record_without_reasking(
+    fake_server: FakeOpenAIServer,
+) -> None:
     cut = FakeOpenAIServer.completion('{"answer": 4', {})
     cut["choices"][0]["finish_reason"] = "length"
     fake_server.script({"body": json.dumps(cut)})
@@ -179,7 +181,9 @@ def test_a_reply_cut_at_max_tokens_fails_the_record_without_reasking(fake_server
     assert len(fake_server.requests) == 1
 
 
-def test_embedded_model_gets_one_request_at_a_time_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedded_model_gets_one_request_at_a_time_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("SYNTHGRAPH_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     get_settings.cache_clear()

@@ -66,7 +66,9 @@ class DedupResult:
 
     def summary_rows(self) -> list[list[Any]]:
         """Rows `[stage, checked, kept, dropped]` for a summary table."""
-        rows: list[list[Any]] = [[name, c.checked, c.kept, c.dropped] for name, c in self.stages.items()]
+        rows: list[list[Any]] = [
+            [name, c.checked, c.kept, c.dropped] for name, c in self.stages.items()
+        ]
         rows.append(["total", self.total, len(self.kept), len(self.dropped)])
         return rows
 
@@ -140,7 +142,9 @@ class DedupService:
         # Vectors always come from us, so no embedding function: Chroma's default
         # one would download a model at run time.
         return self.client.get_or_create_collection(
-            self.collection_name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+            self.collection_name,
+            configuration={"hnsw": {"space": "cosine"}},
+            embedding_function=None,
         )
 
     def max_batch_size(self) -> int:
@@ -156,7 +160,9 @@ class DedupService:
 
     # --- the service ------------------------------------------------------------
 
-    def dedup(self, records: Iterable[dict[str, Any]], field: str, id_field: str = "id") -> DedupResult:
+    def dedup(
+        self, records: Iterable[dict[str, Any]], field: str, id_field: str = "id"
+    ) -> DedupResult:
         """Judge `records` on the text in `field`; ids come from `id_field` (else the position).
 
         Returns copies of the records, each with a `dedup` dict:
@@ -170,7 +176,9 @@ class DedupService:
         for position, record in enumerate(rows):
             text = record.get(field)
             if not isinstance(text, str):
-                raise ValueError(f"record {record.get(id_field, position)!r}: field {field!r} is missing or not text")
+                raise ValueError(
+                    f"record {record.get(id_field, position)!r}: field {field!r} is missing or not text"
+                )
             texts.append(text)
             ids.append(str(record.get(id_field, position)))
         n = len(rows)
@@ -182,14 +190,20 @@ class DedupService:
 
         minhash: MinHashDeduper | None = None
         if self.method in ("minhash", "both"):
-            minhash = MinHashDeduper(self.threshold, bands=self.bands, verify=self.verify, path=self.minhash_path)
+            minhash = MinHashDeduper(
+                self.threshold, bands=self.bands, verify=self.verify, path=self.minhash_path
+            )
             self._report("minhash", 0, n)
             verdicts = minhash.dedup(texts, ids)
             self._report("minhash", n, n)
             kept &= verdicts.kept
             judged = np.flatnonzero(verdicts.has_tokens)
             for i in judged.tolist():
-                stage[i], nearest[i], score[i] = "minhash", verdicts.nearest_id[i], verdicts.score[i]
+                stage[i], nearest[i], score[i] = (
+                    "minhash",
+                    verdicts.nearest_id[i],
+                    verdicts.score[i],
+                )
             stages["minhash"] = StageCount(checked=len(judged), dropped=int((~verdicts.kept).sum()))
 
         vectors: np.ndarray | None = None
@@ -238,7 +252,9 @@ class DedupService:
         kept_count = 0
         self._report("embedding", 0, n)
         for start in range(0, n, _EMBED_CHUNK):
-            chunk = np.asarray(self.embeddings.encode(texts[start : start + _EMBED_CHUNK]), dtype=np.float32)
+            chunk = np.asarray(
+                self.embeddings.encode(texts[start : start + _EMBED_CHUNK]), dtype=np.float32
+            )
             size = len(chunk)
             best = np.full(size, -np.inf)
             best_id: list[str | None] = [None] * size
@@ -330,7 +346,9 @@ def dedup_file(
         raise InputError(f"{out}: the output must be .jsonl or .parquet")
     records = read_records(input_path)
     if records and not any(field in r for r in records[:100]):
-        raise InputError(f"{input_path}: no field {field!r} (fields: {', '.join(map(str, records[0]))})")
+        raise InputError(
+            f"{input_path}: no field {field!r} (fields: {', '.join(map(str, records[0]))})"
+        )
     if reset:
         service.reset()
     result = service.dedup(records, field=field, id_field=id_field)

@@ -18,10 +18,14 @@ class DedupArgs(BaseModel):
     field: str = Field(description="The text field to compare, e.g. 'persona'.")
     output_path: str = Field(description="Where kept records go (.jsonl or .parquet).")
     method: Literal["minhash", "embedding", "both"] = Field(
-        default="both", description="minhash: same words; embedding: same meaning; both: minhash first."
+        default="both",
+        description="minhash: same words; embedding: same meaning; both: minhash first.",
     )
     threshold: float = Field(
-        default=0.9, gt=0.0, le=1.0, description="Drop at Jaccard (minhash) or cosine (embedding) ≥ this."
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Drop at Jaccard (minhash) or cosine (embedding) ≥ this.",
     )
 
 
@@ -40,7 +44,9 @@ def dedup_records(
     except ValueError as error:  # bad path, field or file: tell the model, do not crash the graph
         raise ToolException(str(error)) from error
     root = workspace_root()
-    per_stage = ", ".join(f"{name} dropped {c.dropped} of {c.checked}" for name, c in result.stages.items())
+    per_stage = ", ".join(
+        f"{name} dropped {c.dropped} of {c.checked}" for name, c in result.stages.items()
+    )
     return (
         f"kept {len(result.kept)} of {result.total} ({per_stage}); "
         f"kept: {out.relative_to(root)}, dropped: {dropped_path(out).relative_to(root)}"

@@ -89,7 +89,10 @@ class JsonlWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -272,7 +275,9 @@ def load_texts(
         text = path.read_text(encoding="utf-8").strip()
         return [TextRecord(content_id(text), text, path.name, {"file": path.name})], problems
     else:
-        raise InputError(f"{path}: unsupported input {suffix!r} (folder of .txt, .jsonl, .parquet, .csv)")
+        raise InputError(
+            f"{path}: unsupported input {suffix!r} (folder of .txt, .jsonl, .parquet, .csv)"
+        )
 
     for where, row in rows:
         text = row.get(text_field)

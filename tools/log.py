@@ -38,7 +38,10 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
             value = value.replace(secret, REDACTED)
         return _SECRET_PATTERNS.sub(REDACTED, value)
     if isinstance(value, dict):
-        return {k: REDACTED if _SECRET_KEYS.search(str(k)) else _scrub(v, secrets) for k, v in value.items()}
+        return {
+            k: REDACTED if _SECRET_KEYS.search(str(k)) else _scrub(v, secrets)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return type(value)(_scrub(v, secrets) for v in value)
     return value
@@ -81,13 +84,25 @@ def configure_logging(json_lines: bool | None = None, level: str = "INFO") -> No
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
-        ])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter stays quiet unless something is wrong.
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "chromadb", "sentence_transformers", "urllib3"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "openai",
+        "chromadb",
+        "sentence_transformers",
+        "urllib3",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

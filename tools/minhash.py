@@ -71,7 +71,9 @@ def lsh_recall(similarity: float, bands: int, rows: int) -> float:
     return float(1.0 - (1.0 - similarity**rows) ** bands)
 
 
-def choose_bands(threshold: float, num_perm: int = NUM_PERM, min_recall: float = 0.99) -> tuple[int, int]:
+def choose_bands(
+    threshold: float, num_perm: int = NUM_PERM, min_recall: float = 0.99
+) -> tuple[int, int]:
     """(bands, rows) with the most rows per band whose recall at `threshold` is ≥ `min_recall`.
 
     More rows per band means fewer false candidates to verify; fewer means
@@ -125,7 +127,9 @@ def tokenize_batch(texts: Sequence[str]) -> TokenBatch:
     owner = pc.filter(pc.list_parent_indices(lists), real).to_numpy()
     encoded = pc.dictionary_encode(pc.filter(words, real))
     vocab = np.fromiter(
-        (token_hash(t) for t in encoded.dictionary.to_pylist()), dtype=np.uint64, count=len(encoded.dictionary)
+        (token_hash(t) for t in encoded.dictionary.to_pylist()),
+        dtype=np.uint64,
+        count=len(encoded.dictionary),
     )
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -139,7 +143,9 @@ class MinHasher:
     def __init__(self, num_perm: int = NUM_PERM, seed: int = 1) -> None:
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
-        self.a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False) | np.uint64(1)
+        self.a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False) | np.uint64(
+            1
+        )
         self.b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False)
 
     def permute(self, hashes: np.ndarray) -> np.ndarray:
@@ -177,7 +183,9 @@ class MinHasher:
     def signatures_of_hashes(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Signatures from stored token hashes (for documents of earlier runs)."""
         vocab, codes = np.unique(hashes, return_inverse=True)
-        return self.signatures(TokenBatch(vocab=vocab, codes=codes.astype(np.int32), offsets=offsets))
+        return self.signatures(
+            TokenBatch(vocab=vocab, codes=codes.astype(np.int32), offsets=offsets)
+        )
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -193,7 +201,9 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 # --- exact and estimated similarity of many pairs ---------------------------------
 
 
-def _gather(values: np.ndarray, offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gather(
+    values: np.ndarray, offsets: np.ndarray, docs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated segments `values[offsets[d]:offsets[d + 1]]` for each d, and their lengths."""
     starts = offsets[docs]
     lengths = offsets[docs + 1] - starts
@@ -262,7 +272,9 @@ class MinHashIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, ids: Sequence[str], keys: np.ndarray, tokens: np.ndarray, offsets: np.ndarray) -> None:
+    def add(
+        self, ids: Sequence[str], keys: np.ndarray, tokens: np.ndarray, offsets: np.ndarray
+    ) -> None:
         self.ids.extend(ids)
         self.keys = np.concatenate([self.keys, keys])
         self.tokens = np.concatenate([self.tokens, tokens])
@@ -403,7 +415,9 @@ class MinHashDeduper:
             order = np.argsort(column, kind="stable")  # stable: bucket order = input order
             ranked = column[order]
             position = np.arange(len(ranked))
-            first = np.maximum.accumulate(np.where(np.r_[True, ranked[1:] != ranked[:-1]], position, 0))
+            first = np.maximum.accumulate(
+                np.where(np.r_[True, ranked[1:] != ranked[:-1]], position, 0)
+            )
             members = np.flatnonzero(position > first)
             rank = position[members] - first[members]
             head = np.minimum(rank, _BUCKET_PAIRS)  # partners at ranks 0 .. head-1
@@ -467,14 +481,21 @@ class MinHashDeduper:
         distinct, where = np.unique(stored, return_inverse=True)
         stored_sigs = self.hasher.signatures_of_hashes(*_subset(self.index, distinct))
         scores = self._score(
-            sigs, query, stored_sigs, where, (tokens, offsets), (self.index.tokens, self.index.offsets)
+            sigs,
+            query,
+            stored_sigs,
+            where,
+            (tokens, offsets),
+            (self.index.tokens, self.index.offsets),
         )
         candidates = len(query)
         scored = ~np.isnan(scores)
         query, stored, scores = query[scored], stored[scored], scores[scored]
         order = np.lexsort((scores, query))  # each query's best match comes last
         last = np.r_[query[order][1:] != query[order][:-1], True][: len(order)]
-        for q, d, s in zip(query[order][last], stored[order][last], scores[order][last], strict=True):
+        for q, d, s in zip(
+            query[order][last], stored[order][last], scores[order][last], strict=True
+        ):
             best[q], nearest[q] = s, self.index.ids[d]
             kept[q] = s < self.threshold
 
@@ -514,7 +535,10 @@ class MinHashDeduper:
         docs = np.flatnonzero(keep & (np.diff(offsets) > 0))  # wordless texts are never indexed
         values, lengths = _gather(tokens, offsets, docs)
         self.index.add(
-            [ids[d] for d in docs.tolist()], keys[docs], values, np.r_[0, np.cumsum(lengths)].astype(np.int64)
+            [ids[d] for d in docs.tolist()],
+            keys[docs],
+            values,
+            np.r_[0, np.cumsum(lengths)].astype(np.int64),
         )
         if self.path:
             self.index.save(self.path)

@@ -77,7 +77,9 @@ def load_examples(path: Path, style: Style) -> ExampleSet:
         bad = row.get("bad_query")
         if style == "gbq" and (not isinstance(bad, str) or not bad.strip()):
             raise InputError(f"{where}: GBQ examples need a `bad_query` (a vague question)")
-        examples.append(Example(row["document"].strip(), row["query"].strip(), bad.strip() if bad else None))
+        examples.append(
+            Example(row["document"].strip(), row["query"].strip(), bad.strip() if bad else None)
+        )
     return ExampleSet(tuple(examples), task)
 
 
@@ -109,7 +111,9 @@ def load_beir(folder: Path, split: str | None = None) -> BeirSet:
         qrels = load_qrels(folder / "qrels" / f"{split}.tsv")
         missing = [q for q in qrels if q not in queries]
         if missing:
-            raise InputError(f"{folder}: qrels/{split}.tsv names queries not in queries.jsonl: {missing[:3]}")
+            raise InputError(
+                f"{folder}: qrels/{split}.tsv names queries not in queries.jsonl: {missing[:3]}"
+            )
         queries = {q: queries[q] for q in qrels}
     return BeirSet(corpus, queries, qrels)
 
@@ -137,7 +141,9 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
             try:
                 query_id, doc_id, score = row[0], row[1], int(row[2])
             except (IndexError, ValueError) as error:
-                raise InputError(f"{path}:{number}: expected `query-id<TAB>corpus-id<TAB>score`") from error
+                raise InputError(
+                    f"{path}:{number}: expected `query-id<TAB>corpus-id<TAB>score`"
+                ) from error
             qrels.setdefault(query_id, {})[doc_id] = score
     return qrels
 
@@ -146,4 +152,6 @@ def default_examples_path() -> Path:
     """The generic built-in example set (InPars-vanilla style: not tied to any task)."""
     from importlib import resources
 
-    return Path(str(resources.files("synthgraph.prompts").joinpath("retrieval/default_examples.jsonl")))
+    return Path(
+        str(resources.files("synthgraph.prompts").joinpath("retrieval/default_examples.jsonl"))
+    )

@@ -36,7 +36,9 @@ class FilterReport:
         return self.before - self.kept
 
 
-def keep_top(pairs: Sequence[Pair], scores: Sequence[float | None], keep_fraction: float) -> list[Pair]:
+def keep_top(
+    pairs: Sequence[Pair], scores: Sequence[float | None], keep_fraction: float
+) -> list[Pair]:
     """The best-scored `keep_fraction` of pairs (unscored pairs rank last), in input order."""
     if not 0 < keep_fraction <= 1:
         raise ValueError(f"keep fraction must be in (0, 1], not {keep_fraction}")
@@ -55,7 +57,9 @@ def logprob_filter(pairs: Sequence[Pair], keep_fraction: float) -> tuple[list[Pa
         note = "skipped: the endpoint returned no log-probabilities"
         return list(pairs), FilterReport("logprob", len(pairs), len(pairs), note)
     kept = keep_top(pairs, scores, keep_fraction)
-    return kept, FilterReport("logprob", len(pairs), len(kept), f"top {keep_fraction:.0%} by mean token log-prob")
+    return kept, FilterReport(
+        "logprob", len(pairs), len(kept), f"top {keep_fraction:.0%} by mean token log-prob"
+    )
 
 
 def reranker_filter(
@@ -63,7 +67,9 @@ def reranker_filter(
 ) -> tuple[list[Pair], FilterReport]:
     """InPars-v2: keep the top fraction by the reranker's score of (query, source document)."""
     kept = keep_top(pairs, list(scores), keep_fraction)
-    return kept, FilterReport("reranker", len(pairs), len(kept), note or f"top {keep_fraction:.0%} by reranker score")
+    return kept, FilterReport(
+        "reranker", len(pairs), len(kept), note or f"top {keep_fraction:.0%} by reranker score"
+    )
 
 
 def roundtrip_filter(
@@ -73,9 +79,13 @@ def roundtrip_filter(
     if len(hits) != len(pairs):
         raise ValueError(f"{len(hits)} result lists for {len(pairs)} pairs")
     kept = [
-        pair for pair, found in zip(pairs, hits, strict=True) if pair["source_id"] in {doc for doc, _ in found[:k]}
+        pair
+        for pair, found in zip(pairs, hits, strict=True)
+        if pair["source_id"] in {doc for doc, _ in found[:k]}
     ]
-    return kept, FilterReport("roundtrip", len(pairs), len(kept), note or f"source document in the top {k}")
+    return kept, FilterReport(
+        "roundtrip", len(pairs), len(kept), note or f"source document in the top {k}"
+    )
 
 
 def mine_negatives(
@@ -96,7 +106,9 @@ def mine_negatives(
     chosen: list[str] = []
 
     def usable(doc_id: str) -> bool:
-        return doc_id != positive_id and doc_id not in chosen and corpus.get(doc_id) != positive_text
+        return (
+            doc_id != positive_id and doc_id not in chosen and corpus.get(doc_id) != positive_text
+        )
 
     depth = max((len(hits) for hits in ranked), default=0)
     for rank in range(depth):

@@ -40,10 +40,16 @@ class Bm25Index:
             return []
         k = min(k, len(self.doc_ids))
         # As strings, not ids: words the corpus never saw are then simply ignored.
-        tokens = self._bm25s.tokenize(list(queries), stopwords="en", return_ids=False, show_progress=False)
+        tokens = self._bm25s.tokenize(
+            list(queries), stopwords="en", return_ids=False, show_progress=False
+        )
         found, scores = self._model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return [
-            [(self.doc_ids[int(i)], float(s)) for i, s in zip(row, row_scores, strict=True) if s > 0]
+            [
+                (self.doc_ids[int(i)], float(s))
+                for i, s in zip(row, row_scores, strict=True)
+                if s > 0
+            ]
             for row, row_scores in zip(found, scores, strict=True)
         ]
 

@@ -147,9 +147,9 @@ class Run:
 
     def finish(self, status: str = "done", **counts: int) -> None:
         self.manifest["counts"].update(counts)
-        self.manifest["counts"]["rejects"] = sum(1 for _ in read_jsonl(self.root / REJECTS)) if (
-            self.root / REJECTS
-        ).exists() else 0
+        self.manifest["counts"]["rejects"] = (
+            sum(1 for _ in read_jsonl(self.root / REJECTS)) if (self.root / REJECTS).exists() else 0
+        )
         self.timing("total", time.monotonic() - self._started)
         self.manifest["status"] = status
         self.manifest["finished_at"] = _now()

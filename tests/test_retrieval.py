@@ -30,7 +30,7 @@ from synthgraph.tools.retrieval_filters import (
 )
 from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex
 from synthgraph.tools.retrieval_metrics import evaluate_rankings, mrr_at_k, ndcg_at_k, recall_at_k
-from synthgraph.tools.retrieval_training import train_bi_encoder
+from synthgraph.tools.retrieval_training import Reranker, train_bi_encoder, train_cross_encoder
 
 BEIR = Path(__file__).parent / "retrieval_beir"
 EXAMPLES = ExampleSet(
@@ -45,7 +45,9 @@ EXAMPLES = ExampleSet(
 def reply(text: str, logprobs: list[tuple[str, float]] | None = None) -> AIMessage:
     """An AIMessage shaped like langchain-openai's, with OpenAI-style token log-probs."""
     content = [{"token": t, "logprob": p} for t, p in logprobs or []]
-    return AIMessage(content=text, response_metadata={"logprobs": {"content": content} if logprobs else None})
+    return AIMessage(
+        content=text, response_metadata={"logprobs": {"content": content} if logprobs else None}
+    )
 
 
 # --- prompts ----------------------------------------------------------------------
@@ -82,7 +84,9 @@ def test_example_files_are_checked(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="example 1: GBQ examples need a `bad_query`"):
         load_examples(good, "gbq")
     too_many = tmp_path / "many.jsonl"
-    too_many.write_text("".join(json.dumps({"document": "d", "query": "q"}) + "\n" for _ in range(9)))
+    too_many.write_text(
+        "".join(json.dumps({"document": "d", "query": "q"}) + "\n" for _ in range(9))
+    )
     with pytest.raises(InputError, match="at most 8"):
         load_examples(too_many, "promptagator")
     missing = tmp_path / "missing.json"
@@ -137,7 +141,11 @@ def test_graph_samples_queries_and_drops_duplicates() -> None:
 def test_generate_job_writes_pairs_rejects_bad_records_and_resumes(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
     rows = [json.loads(line) for line in (BEIR / "corpus.jsonl").read_text().splitlines()[:3]]
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows) + json.dumps({"_id": "empty", "text": ""}) + "\n")
+    corpus.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+        + json.dumps({"_id": "empty", "text": ""})
+        + "\n"
+    )
     out = tmp_path / "run"
     with use_chat_models(generator=scripted_model("query one", "query two", "")):
         summary = generate_job(corpus, out, context=RetrievalContext(), show_progress=False)
@@ -156,7 +164,10 @@ def test_generate_job_writes_pairs_rejects_bad_records_and_resumes(tmp_path: Pat
 
 # --- filters ----------------------------------------------------------------------
 def pairs_with(logprobs: list[float | None]) -> list[dict[str, object]]:
-    return [{"id": f"{i:x}", "source_id": f"doc{i}", "query": f"q{i}", "logprob": lp} for i, lp in enumerate(logprobs)]
+    return [
+        {"id": f"{i:x}", "source_id": f"doc{i}", "query": f"q{i}", "logprob": lp}
+        for i, lp in enumerate(logprobs)
+    ]
 
 
 def test_logprob_filter_keeps_the_most_likely_queries() -> None:
@@ -171,7 +182,9 @@ def test_logprob_filter_is_skipped_without_logprobs() -> None:
 
 
 def test_reranker_filter_keeps_top_scores_in_input_order() -> None:
-    kept, report = reranker_filter(pairs_with([None] * 5), [0.1, 0.9, 0.5, 0.8, 0.2], keep_fraction=0.6)
+    kept, report = reranker_filter(
+        pairs_with([None] * 5), [0.1, 0.9, 0.5, 0.8, 0.2], keep_fraction=0.6
+    )
     assert [p["source_id"] for p in kept] == ["doc1", "doc2", "doc3"]
     assert report.removed == 2
     with pytest.raises(ValueError, match="keep fraction"):
@@ -219,7 +232,9 @@ def test_metrics_match_hand_computed_values() -> None:
     assert recall_at_k(ranked, relevance, 100) == 1.0
     assert mrr_at_k(ranked, relevance, 10) == 0.5
     assert mrr_at_k(ranked, relevance, 1) == 0.0
-    scores = evaluate_rankings({"q1": ["a"], "q2": ["z", "c"]}, {"q1": {"a": 1}, "q2": {"c": 1}, "q3": {"c": 0}})
+    scores = evaluate_rankings(
+        {"q1": ["a"], "q2": ["z", "c"]}, {"q1": {"a": 1}, "q2": {"c": 1}, "q3": {"c": 0}}
+    )
     assert scores["queries"] == 2
     assert scores["mrr@10"] == pytest.approx((1 + 0.5) / 2)
     assert scores["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
@@ -246,15 +261,28 @@ def make_run(tmp_path: Path, pairs: list[dict[str, object]]) -> Path:
 
 def test_filter_job_counts_each_filter_and_exports_triples(tmp_path: Path) -> None:
     pairs = [
-        {"id": "01", "source_id": "ftpdeck", "query": "graphical ftp client bookmarks", "logprob": -0.2},
-        {"id": "02", "source_id": "bakeplan", "query": "recipe manager shopping list", "logprob": -0.4},
+        {
+            "id": "01",
+            "source_id": "ftpdeck",
+            "query": "graphical ftp client bookmarks",
+            "logprob": -0.2,
+        },
+        {
+            "id": "02",
+            "source_id": "bakeplan",
+            "query": "recipe manager shopping list",
+            "logprob": -0.4,
+        },
         {"id": "03", "source_id": "chesslab", "query": "weather charts", "logprob": -0.3},
         {"id": "04", "source_id": "tidefonts", "query": "fonts", "logprob": -3.0},
         {"id": "05", "source_id": "not-in-corpus", "query": "x", "logprob": -0.1},
     ]
     run_dir = make_run(tmp_path, pairs)
     summary = filter_job(run_dir, filters=["logprob", "roundtrip"], keep=0.75, top_k=1, negatives=2)
-    assert [(f["name"], f["before"], f["kept"]) for f in summary.filters] == [("logprob", 4, 3), ("roundtrip", 3, 2)]
+    assert [(f["name"], f["before"], f["kept"]) for f in summary.filters] == [
+        ("logprob", 4, 3),
+        ("roundtrip", 3, 2),
+    ]
     triples = list(read_jsonl(Path(summary.out_dir) / TRIPLES))
     assert [t["source_id"] for t in triples] == ["ftpdeck", "bakeplan"]
     for triple in triples:
@@ -267,13 +295,47 @@ def test_filter_job_counts_each_filter_and_exports_triples(tmp_path: Path) -> No
 
 def test_trained_bi_encoder_loads_through_the_embeddings_factory(tmp_path: Path) -> None:
     triples = [
-        {"query": "ftp client", "positive": "FtpDeck is an FTP client.", "negatives": ["Serif fonts."]},
-        {"query": "chess game", "positive": "ChessLab is a chess game.", "negatives": ["A recipe book."]},
+        {
+            "query": "ftp client",
+            "positive": "FtpDeck is an FTP client.",
+            "negatives": ["Serif fonts."],
+        },
+        {
+            "query": "chess game",
+            "positive": "ChessLab is a chess game.",
+            "negatives": ["A recipe book."],
+        },
     ]
     report = train_bi_encoder(triples, tmp_path / "model", batch_size=2, max_seq_length=32)
     assert report.steps == 1 and report.examples == 2
-    vectors = get_embeddings(tmp_path / "model").encode(["ftp client"])
-    assert vectors.shape == (1, 384)
+    embeddings = get_embeddings(tmp_path / "model")
+    assert embeddings.encode(["ftp client"]).shape == (1, 384)
+    # The short length was for training only: the saved model reads as far as the base does.
+    assert embeddings.model.max_seq_length == 256
+
+
+def test_cross_encoder_repeats_a_small_set_up_to_min_steps(tmp_path: Path) -> None:
+    triples = [
+        {
+            "query": "ftp client",
+            "positive": "FtpDeck is an FTP client.",
+            "negatives": ["Serif fonts."],
+        },
+        {
+            "query": "chess game",
+            "positive": "ChessLab is a chess game.",
+            "negatives": ["A recipe book."],
+        },
+    ]
+    # 4 examples in batches of 2 make 2 steps an epoch; 3 steps at least need 2 epochs.
+    report = train_cross_encoder(
+        triples, tmp_path / "reranker", batch_size=2, max_length=32, min_steps=3
+    )
+    assert report.examples == 4 and report.steps == 4
+    assert (
+        len(Reranker(tmp_path / "reranker").score([("ftp client", "FtpDeck is an FTP client.")]))
+        == 1
+    )
 
 
 def test_eval_job_scores_bm25_and_the_base_model() -> None:
@@ -289,8 +351,12 @@ def test_cli_eval_and_clear_errors(tmp_path: Path) -> None:
     assert [r["system"] for r in json.loads(result.stdout)] == ["BM25", "MiniLM (base)"]
     missing = runner.invoke(app, ["retrieval", "eval", str(tmp_path)])
     assert missing.exit_code == 2 and "no corpus.jsonl" in " ".join(missing.output.split())
-    bad_style = runner.invoke(app, ["retrieval", "generate", str(BEIR / "corpus.jsonl"), "--style", "poetry"])
-    assert bad_style.exit_code == 2 and "--style must be one of" in " ".join(bad_style.output.split())
+    bad_style = runner.invoke(
+        app, ["retrieval", "generate", str(BEIR / "corpus.jsonl"), "--style", "poetry"]
+    )
+    assert bad_style.exit_code == 2 and "--style must be one of" in " ".join(
+        bad_style.output.split()
+    )
 
 
 def test_langchain_tool_runs_the_graph_inside_the_workspace(isolated_settings: Path) -> None:
@@ -311,7 +377,12 @@ def test_embedded_model_writes_a_query_with_logprobs() -> None:
     document = "FtpDeck is a graphical FTP client. It resumes broken downloads and keeps bookmarks."
     result = graph.invoke(
         {"document_id": "ftpdeck", "document": document},
-        context=RetrievalContext(max_tokens=24, examples_path=str(BEIR.parent.parent / "examples" / "retrieval" / "software_packages.json")),
+        context=RetrievalContext(
+            max_tokens=24,
+            examples_path=str(
+                BEIR.parent.parent / "examples" / "retrieval" / "software_packages.json"
+            ),
+        ),
     )
     assert len(result["queries"]) == 1
     query = result["queries"][0]

@@ -99,10 +99,13 @@ def train_bi_encoder(
     batch_size: int = 32,
     learning_rate: float = 2e-5,
     negatives: int = 1,
-    max_seq_length: int = 256,
+    max_seq_length: int = 128,
     seed: int = 13,
 ) -> TrainReport:
-    """MiniLM (or `base`) fine-tuned with MultipleNegativesRankingLoss; saved to `out`."""
+    """MiniLM (or `base`) fine-tuned with MultipleNegativesRankingLoss; saved to `out`.
+
+    `max_seq_length` bounds training only (half of MiniLM's 256 tokens halves the CPU time);
+    the saved model keeps the base's length, so it reads as much of a document as the base."""
     _offline()
     import torch
     from sentence_transformers import SentenceTransformer
@@ -112,6 +115,7 @@ def train_bi_encoder(
         raise ValueError("no training triples")
     started = time.monotonic()
     model = SentenceTransformer(str(base or bundled_minilm_path()), device="cpu")
+    base_length = model.max_seq_length
     model.max_seq_length = max_seq_length
     loss = MultipleNegativesRankingLoss(model)
     model.train()
@@ -127,9 +131,12 @@ def train_bi_encoder(
         "train.bi_encoder", usable, step, list(model.parameters()),
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
     )  # fmt: skip
+    model.max_seq_length = base_length
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
-    return TrainReport(str(out), len(usable), steps, round(time.monotonic() - started, 1), first, last)
+    return TrainReport(
+        str(out), len(usable), steps, round(time.monotonic() - started, 1), first, last
+    )
 
 
 def train_cross_encoder(
@@ -139,12 +146,17 @@ def train_cross_encoder(
     base: Path | None = None,
     epochs: int = 1,
     batch_size: int = 32,
-    learning_rate: float = 3e-5,
+    learning_rate: float = 1e-4,
     negatives: int = 1,
-    max_length: int = 256,
+    max_length: int = 128,
+    min_steps: int = 80,
     seed: int = 13,
 ) -> TrainReport:
-    """A cross-encoder initialised from MiniLM, trained with binary cross-entropy; saved to `out`."""
+    """A cross-encoder initialised from MiniLM, trained with binary cross-entropy; saved to `out`.
+
+    The head starts fresh on a bi-encoder checkpoint: measured on 900 Debian pairs, the loss stays
+    at chance (0.69) for ~40 steps at 1e-4 and for all of 24 steps at 3e-5, then falls (0.44 by
+    step 80). So small sets are repeated for at least `min_steps` steps."""
     _offline()
     import torch
     from sentence_transformers import CrossEncoder
@@ -152,7 +164,9 @@ def train_cross_encoder(
     if not triples:
         raise ValueError("no training triples")
     started = time.monotonic()
-    model = CrossEncoder(str(base or bundled_minilm_path()), num_labels=1, max_length=max_length, device="cpu")
+    model = CrossEncoder(
+        str(base or bundled_minilm_path()), num_labels=1, max_length=max_length, device="cpu"
+    )
     model.train()
     bce = torch.nn.BCEWithLogitsLoss()
     # One example per (query, document): the positive and each of the first `negatives`.
@@ -167,13 +181,16 @@ def train_cross_encoder(
         logits = model(features)["scores"].view(-1)
         return bce(logits, torch.tensor([e["label"] for e in batch]))
 
+    epochs = max(epochs, -(-min_steps // -(-len(examples) // batch_size)))
     steps, first, last = _loop(
         "train.cross_encoder", examples, step, list(model.parameters()),
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
-    return TrainReport(str(out), len(examples), steps, round(time.monotonic() - started, 1), first, last)
+    return TrainReport(
+        str(out), len(examples), steps, round(time.monotonic() - started, 1), first, last
+    )
 
 
 class Reranker:

@@ -293,19 +293,18 @@ def test_filter_job_counts_each_filter_and_exports_triples(tmp_path: Path) -> No
     assert rejects[0]["id"] == "05" and "not in the corpus" in rejects[0]["error"]
 
 
+TINY_TRIPLES = [
+    {"query": "ftp client", "positive": "FtpDeck is an FTP client.", "negatives": ["Serif fonts."]},
+    {
+        "query": "chess game",
+        "positive": "ChessLab is a chess game.",
+        "negatives": ["A recipe book."],
+    },
+]
+
+
 def test_trained_bi_encoder_loads_through_the_embeddings_factory(tmp_path: Path) -> None:
-    triples = [
-        {
-            "query": "ftp client",
-            "positive": "FtpDeck is an FTP client.",
-            "negatives": ["Serif fonts."],
-        },
-        {
-            "query": "chess game",
-            "positive": "ChessLab is a chess game.",
-            "negatives": ["A recipe book."],
-        },
-    ]
+    triples = TINY_TRIPLES
     report = train_bi_encoder(triples, tmp_path / "model", batch_size=2, max_seq_length=32)
     assert report.steps == 1 and report.examples == 2
     embeddings = get_embeddings(tmp_path / "model")
@@ -315,18 +314,7 @@ def test_trained_bi_encoder_loads_through_the_embeddings_factory(tmp_path: Path)
 
 
 def test_cross_encoder_repeats_a_small_set_up_to_min_steps(tmp_path: Path) -> None:
-    triples = [
-        {
-            "query": "ftp client",
-            "positive": "FtpDeck is an FTP client.",
-            "negatives": ["Serif fonts."],
-        },
-        {
-            "query": "chess game",
-            "positive": "ChessLab is a chess game.",
-            "negatives": ["A recipe book."],
-        },
-    ]
+    triples = TINY_TRIPLES
     # 4 examples in batches of 2 make 2 steps an epoch; 3 steps at least need 2 epochs.
     report = train_cross_encoder(
         triples, tmp_path / "reranker", batch_size=2, max_length=32, min_steps=3

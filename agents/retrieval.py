@@ -80,21 +80,22 @@ def sample_queries(
     *,
     samples: int = 1,
     record_id: str | None = None,
+    logprobs: bool = True,
     **model_kwargs: Any,
 ) -> list[GeneratedQuery]:
-    """`samples` sampled queries for one prompt; duplicates and empty replies dropped."""
+    """`samples` sampled queries for one prompt; duplicates and empty replies dropped.
+
+    Without `logprobs` every query's `logprob` is None (the InPars-v1 filter then skips).
+    """
+    # top_logprobs must be set too: llama.cpp's server ignores `logprobs` alone.
+    asked = {"logprobs": True, "top_logprobs": 0} if logprobs else {}
     found: dict[str, GeneratedQuery] = {}
     for _ in range(samples):
-        # top_logprobs must be set too: llama.cpp's server ignores `logprobs` alone.
         reply = invoke_text(
-            messages,
-            role="generator",
-            record_id=record_id,
-            logprobs=True,
-            top_logprobs=0,
-            **model_kwargs,
+            messages, role="generator", record_id=record_id, **asked, **model_kwargs
         )
         query, start = clean_query(str(reply.content))
         if query and query.lower() not in found:
-            found[query.lower()] = GeneratedQuery(query, mean_logprob(reply, start))
+            score = mean_logprob(reply, start) if logprobs else None
+            found[query.lower()] = GeneratedQuery(query, score)
     return list(found.values())

@@ -85,6 +85,12 @@ def main() -> None:
     )
     parser.add_argument("--gen-minutes", type=float, default=40.0, help="time budget of generation")
     parser.add_argument(
+        "--logprobs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask for token log-probs (the logprob filter needs them; ~3x slower on llama.cpp)",
+    )
+    parser.add_argument(
         "--eval-docs", type=int, default=2500, help="size of the evaluation corpus (0: all)"
     )
     parser.add_argument(
@@ -114,6 +120,7 @@ def main() -> None:
             samples=1,
             max_tokens=32,
             max_doc_chars=400,
+            logprobs=args.logprobs,
         )
         resume = str(generation) if (generation / "manifest.json").exists() else None
         summary = generate_job(

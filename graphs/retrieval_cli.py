@@ -184,6 +184,10 @@ def generate_command(
     seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 13,
     max_tokens: Annotated[int, typer.Option(help="Completion cap per query.")] = 48,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    logprobs: Annotated[
+        bool,
+        typer.Option(help="Ask for token log-probs (needed by the logprob filter; slower)."),
+    ] = True,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop after about this long (resume later).")
     ] = None,
@@ -202,6 +206,7 @@ def generate_command(
         samples=per_doc,
         max_tokens=max_tokens,
         temperature=temperature,
+        logprobs=logprobs,
     )
     try:
         summary = generate_job(

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from fakes import scripted_model
+from fakes import FakeOpenAIServer, scripted_model
 from langchain_core.messages import AIMessage
 from typer.testing import CliRunner
 
@@ -136,6 +136,22 @@ def test_graph_samples_queries_and_drops_duplicates() -> None:
             {"query": "graphical ftp tool", "logprob": -1.0},
         ]
     }
+
+
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_log_probs_are_asked_only_when_wanted(
+    fake_server: FakeOpenAIServer, logprobs: bool
+) -> None:
+    fake_server.script({"content": "ftp client"})
+    result = graph.invoke(
+        {"document_id": "ftpdeck", "document": "FtpDeck is a graphical FTP client."},
+        context=RetrievalContext(logprobs=logprobs),
+    )
+    request = fake_server.requests[-1]
+    assert ("logprobs" in request, "top_logprobs" in request) == (logprobs, logprobs)
+    assert result["queries"][0]["query"] == "ftp client"
+    # The fake endpoint never returns log-probs: the filter will say so and skip.
+    assert result["queries"][0]["logprob"] is None
 
 
 def test_generate_job_writes_pairs_rejects_bad_records_and_resumes(tmp_path: Path) -> None:

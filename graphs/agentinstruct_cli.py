@@ -19,7 +19,14 @@ import typer
 
 from synthgraph.graphs.cli_support import console, fail, stdout, table
 from synthgraph.prompts import fill, load_prompt
-from synthgraph.tools.io import InputError, TextRecord, load_texts, read_jsonl, write_table
+from synthgraph.tools.io import (
+    InputError,
+    TextRecord,
+    count_records,
+    load_texts,
+    read_jsonl,
+    write_table,
+)
 from synthgraph.tools.runs import Run, RunError
 
 GRAPH_NAME = "agentinstruct"
@@ -163,7 +170,7 @@ def run_instruct(
     dataset = export_dataset(
         instructions, run.path(DATASET_DIR), title=f"synthgraph AgentInstruct run {run.id}"
     )
-    total = sum(1 for _ in read_jsonl(instructions)) if instructions.exists() else 0
+    total = count_records(instructions)
     counts = {
         "seeds": len(records),
         "seed_problems": len(problems),

@@ -29,7 +29,14 @@ from synthgraph.graphs.cli_support import console, fail, progress, stdout, table
 from synthgraph.graphs.personas import DEFAULT_RELATIONS, PersonasContext, builder, dedup_personas
 from synthgraph.graphs.synthesis import SynthesisContext
 from synthgraph.graphs.synthesis import graph as synthesis_graph
-from synthgraph.tools.io import InputError, TextRecord, load_texts, read_jsonl, write_json
+from synthgraph.tools.io import (
+    InputError,
+    TextRecord,
+    count_records,
+    load_texts,
+    read_jsonl,
+    write_json,
+)
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.runs import Run, RunError
 from synthgraph.tools.settings import get_settings
@@ -98,7 +105,7 @@ def personas_job(
         texts=len(texts),
         generated=generated,
         kept=len(run.done(PERSONAS)),
-        dropped=sum(1 for _ in read_jsonl(run.path(DROPPED))) if run.path(DROPPED).exists() else 0,
+        dropped=count_records(run.path(DROPPED)),
         stages=stages,
     )
     run.finish(
@@ -148,7 +155,7 @@ def _generate(
             run, texts, process, item_id=lambda t: t.id, output=GENERATED, done_field="input_id",
             stage="generate", description="personas", show_progress=show_progress,
         )  # fmt: skip
-    return sum(1 for _ in read_jsonl(run.path(GENERATED))) if run.path(GENERATED).exists() else 0
+    return count_records(run.path(GENERATED))
 
 
 def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> list[list[Any]]:
@@ -271,7 +278,7 @@ def synthesis_job(
         stage=f"synthesize.{context.task}", description=f"{context.task} items", show_progress=show_progress,
     )  # fmt: skip
     run.timing("synthesize", time.monotonic() - started)
-    items = sum(1 for _ in read_jsonl(run.path(ITEMS))) if run.path(ITEMS).exists() else 0
+    items = count_records(run.path(ITEMS))
     run.finish(personas=len(personas), items=items)
     return SynthesisSummary(
         run_dir=str(run.root),

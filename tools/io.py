@@ -146,6 +146,12 @@ def read_jsonl(path: Path | str) -> Iterator[dict[str, Any]]:
         yield record
 
 
+def count_records(path: Path | str) -> int:
+    """Records in a JSONL output (0 when it does not exist yet)."""
+    path = Path(path)
+    return sum(1 for _ in read_jsonl(path)) if path.exists() else 0
+
+
 def done_ids(path: Path | str, id_field: str = "id") -> set[str]:
     """Ids already written to a JSONL output (empty when it does not exist yet)."""
     path = Path(path)

@@ -20,7 +20,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from synthgraph.tools.io import JsonlWriter, RejectsWriter, done_ids, read_jsonl, write_json
+from synthgraph.tools.io import (
+    JsonlWriter,
+    RejectsWriter,
+    count_records,
+    done_ids,
+    read_jsonl,
+    write_json,
+)
 from synthgraph.tools.settings import get_settings
 
 MANIFEST = "manifest.json"
@@ -147,9 +154,7 @@ class Run:
 
     def finish(self, status: str = "done", **counts: int) -> None:
         self.manifest["counts"].update(counts)
-        self.manifest["counts"]["rejects"] = (
-            sum(1 for _ in read_jsonl(self.root / REJECTS)) if (self.root / REJECTS).exists() else 0
-        )
+        self.manifest["counts"]["rejects"] = count_records(self.root / REJECTS)
         self.timing("total", time.monotonic() - self._started)
         self.manifest["status"] = status
         self.manifest["finished_at"] = _now()

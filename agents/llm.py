@@ -182,21 +182,12 @@ def invoke_structured(
                 record_id=record_id,
             )
         except openai.LengthFinishReasonError as error:
-            # Asking again with the same cap would be cut again: fail this record clearly.
-            raise StructuredOutputError(
-                f"{schema.__name__}: the reply was cut at max_tokens before the JSON ended",
-                raw,
-                [*errors, "cut at max_tokens"],
-            ) from error
+            raise _cut_at_max_tokens(schema, raw, [*errors, "cut at max_tokens"]) from error
         parsed, raw, error = _parse(schema, reply)
         if parsed is not None:
             return parsed
         if _finish_reason(reply) == "length":
-            raise StructuredOutputError(
-                f"{schema.__name__}: the reply was cut at max_tokens before the JSON ended",
-                raw,
-                [*errors, error],
-            )
+            raise _cut_at_max_tokens(schema, raw, [*errors, error])
         errors.append(error)
         conversation = [
             *conversation,
@@ -244,6 +235,15 @@ def _parse(schema: type[SchemaT], reply: Any) -> tuple[SchemaT | None, str | Non
         return schema.model_validate_json(_strip_fences(raw or "")), raw, ""
     except ValidationError as error:
         return None, raw, _describe(error)
+
+
+def _cut_at_max_tokens(
+    schema: type[BaseModel], raw: str | None, errors: list[str]
+) -> StructuredOutputError:
+    # Asking again with the same cap would be cut again: fail this record clearly.
+    return StructuredOutputError(
+        f"{schema.__name__}: the reply was cut at max_tokens before the JSON ended", raw, errors
+    )
 
 
 def _finish_reason(reply: Any) -> str | None:

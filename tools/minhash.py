@@ -143,10 +143,9 @@ class MinHasher:
     def __init__(self, num_perm: int = NUM_PERM, seed: int = 1) -> None:
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
-        self.a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False) | np.uint64(
-            1
-        )
-        self.b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False)
+        a, b = rng.integers(0, 2**64, size=(2, num_perm), dtype=np.uint64, endpoint=False)
+        self.a = a | np.uint64(1)  # odd: a bijection mod 2**64
+        self.b = b
 
     def permute(self, hashes: np.ndarray) -> np.ndarray:
         """(len(hashes), num_perm) uint32: each hash under each permutation."""

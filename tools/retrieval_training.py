@@ -13,6 +13,7 @@ Trainer needs `datasets` and `accelerate`, which the project does not ship):
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -181,7 +182,8 @@ def train_cross_encoder(
         logits = model(features)["scores"].view(-1)
         return bce(logits, torch.tensor([e["label"] for e in batch]))
 
-    epochs = max(epochs, -(-min_steps // -(-len(examples) // batch_size)))
+    steps_per_epoch = math.ceil(len(examples) / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     steps, first, last = _loop(
         "train.cross_encoder", examples, step, list(model.parameters()),
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,

@@ -260,9 +260,8 @@ def test_role_strong_routes_to_the_strong_local_model(
 
 
 def test_a_judge_without_verdict_keeps_the_samples() -> None:
-    judge = scripted_model(
-        *(["not json", "still not json", "nope"] * 2)
-    )  # every re-ask fails, twice
+    # Every re-ask fails, twice.
+    judge = scripted_model(*(["not json", "still not json", "nope"] * 2))
     with use_chat_models(
         weak=scripted_model("#### 5"), strong=scripted_model("#### 5"), judge=judge
     ):

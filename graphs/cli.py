@@ -91,21 +91,23 @@ def serve(
         server = LocalServer(path, settings, port=port).start()
     except LocalModelError as error:
         fail(str(error))
-    register(server)
-    console.print(
-        f"[green]serving[/] {server.alias} at [bold]{server.base_url}[/] (log: {server.log_path})"
-    )
-    console.print(
-        "synthgraph processes on this machine reuse it by themselves; other clients use the URL "
-        "above (with synthgraph: SYNTHGRAPH_STRUCTURED_METHOD=json_mode). Ctrl-C stops."
-    )
 
     def interrupt(*_: Any) -> None:
         # Stopping happens below, outside the handler: Popen.wait is not reentrant.
         raise KeyboardInterrupt
 
+    # Before registering: a client may send SIGTERM as soon as it finds the server.
     signal.signal(signal.SIGTERM, interrupt)
     try:
+        register(server)
+        console.print(
+            f"[green]serving[/] {server.alias} at [bold]{server.base_url}[/] "
+            f"(log: {server.log_path})"
+        )
+        console.print(
+            "synthgraph processes on this machine reuse it by themselves; other clients use the "
+            "URL above (with synthgraph: SYNTHGRAPH_STRUCTURED_METHOD=json_mode). Ctrl-C stops."
+        )
         server.wait()
     except KeyboardInterrupt:
         console.print("stopping")

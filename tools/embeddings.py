@@ -126,22 +126,34 @@ def get_embeddings(model_path: Path | None = None) -> MiniLMEmbeddings:
     return _embeddings_for(model_path or get_settings().embedding_model)
 
 
+_chroma_lock = threading.Lock()
+
+
 def get_chroma_client(settings: Settings | None = None) -> Any:
-    """Persistent Chroma on disk, or an HTTP client when `SYNTHGRAPH_CHROMA_URL` is set."""
+    """Persistent Chroma on disk, or an HTTP client when `SYNTHGRAPH_CHROMA_URL` is set.
+
+    One client per location, shared by threads: Chroma races when several threads
+    create clients for the same folder at once."""
+    settings = settings or get_settings()
+    with _chroma_lock:
+        return _chroma_client(settings.chroma_url, settings.chroma_dir)
+
+
+@lru_cache(maxsize=8)
+def _chroma_client(chroma_url: str | None, chroma_dir: Path) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    settings = settings or get_settings()
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.chroma_url:
+    if chroma_url:
         from urllib.parse import urlparse
 
-        url = urlparse(settings.chroma_url)
+        url = urlparse(chroma_url)
         return chromadb.HttpClient(
             host=url.hostname or "localhost",
             port=url.port or (443 if url.scheme == "https" else 8000),
             ssl=url.scheme == "https",
             settings=chroma_settings,
         )
-    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    chroma_dir.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(chroma_dir), settings=chroma_settings)

@@ -12,6 +12,10 @@ Every persona record carries `id` (content-derived), `persona`, `role`,
 at the root of its tree), `relation` (None for text-derived), `round` and,
 after the dedup node, `dedup` (stage, kept, nearest_id, score).
 A reply that never validates becomes an entry in `rejects`, not a failed run.
+A generated persona that the namespace's dedup memory already holds (kept by an
+earlier run) is not expanded again: its relations were expanded when it was
+kept, so a rerun on the same texts adds nothing even when the model words the
+same personas slightly differently.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from synthgraph.agents.personas import (
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.dedup import DedupResult, DedupService, ProgressCallback
 from synthgraph.tools.io import content_id
+from synthgraph.tools.log import get_logger
 
 DEFAULT_RELATIONS = ("colleague", "student", "customer")
 
@@ -76,6 +81,9 @@ class TextTask(TypedDict):
 class ExpandTask(TypedDict):
     parent: dict[str, Any]
     relation: str
+
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -146,6 +154,31 @@ def dedup_personas(
     return service.dedup(records, field="persona")
 
 
+def not_yet_known(
+    personas: list[dict[str, Any]], namespace: str, threshold: float
+) -> list[dict[str, Any]]:
+    """The personas that the dedup memory does not hold yet (the memory is only read).
+
+    The service also compares the batch with itself; a persona whose nearest match
+    is a sibling in this batch is still new here (the final dedup judges siblings).
+    """
+    if not personas:
+        return personas
+    result = DedupService(namespace=namespace, threshold=threshold).dedup(
+        personas, field="persona", remember=False
+    )
+    batch = {persona["id"] for persona in personas}
+    # Ids are content-derived: a persona matched to its own id is the stored one.
+    known = {
+        r["id"]
+        for r in result.dropped
+        if r["dedup"]["nearest_id"] == r["id"] or r["dedup"]["nearest_id"] not in batch
+    }
+    if known:
+        log.info("personas.known_not_expanded", count=len(known))
+    return [persona for persona in personas if persona["id"] not in known]
+
+
 def _context(runtime: Runtime[PersonasContext]) -> PersonasContext:
     return runtime.context or PersonasContext()
 
@@ -179,11 +212,14 @@ def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[s
     return {"generated": [record]}
 
 
-def plan_round(state: PersonasState) -> dict[str, Any]:
-    """Fan-in after each round: the personas made in it become the next frontier."""
+def plan_round(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    """Fan-in after each round: the new personas made in it become the next frontier."""
+    context = _context(runtime)
     generated = state.get("generated", [])
-    newest = generated[state.get("seen", 0) :]
     finished = state.get("round", -1) + 1  # 0 after Text-to-Persona, r after expansion round r
+    newest = generated[state.get("seen", 0) :]
+    if finished < context.expand_rounds and context.relations:
+        newest = not_yet_known(newest, context.namespace, context.threshold)
     frontier = [*state.get("seed_personas", []), *newest] if finished == 0 else newest
     return {"frontier": frontier, "seen": len(generated), "round": finished}
 

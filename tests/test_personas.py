@@ -154,6 +154,8 @@ def test_personas_job_writes_kept_dropped_rejects_and_a_rerun_adds_nothing(
     context = PersonasContext(relations=["colleague"])
     with use_chat_models(generator=PromptAwareFake()):
         first = personas_job(texts_dir, tmp_path / "run1", context=context, show_progress=False)
+    rerun_model = PromptAwareFake()
+    with use_chat_models(generator=rerun_model):
         second = personas_job(texts_dir, tmp_path / "run2", context=context, show_progress=False)
     assert (first.texts, first.generated, first.kept + first.dropped) == (2, 4, 4)
     personas = list(read_jsonl(tmp_path / "run1" / "personas.jsonl"))
@@ -168,8 +170,10 @@ def test_personas_job_writes_kept_dropped_rejects_and_a_rerun_adds_nothing(
         "kept": first.kept,
         "dropped": first.dropped,
     }
-    # same texts, new run: the persistent dedup memory already holds every persona
-    assert (second.generated, second.kept, second.dropped) == (4, 0, 4)
+    # Same texts, new run: the persistent dedup memory already holds every persona, and
+    # personas it holds are not expanded again (the model is asked for no relation).
+    assert (second.generated, second.kept, second.dropped) == (2, 0, 2)
+    assert not any("colleague" in prompt for prompt in rerun_model.calls)
     kept_ids = {p["id"] for p in personas}
     for dropped in read_jsonl(tmp_path / "run2" / "dropped.jsonl"):
         assert dropped["dedup"]["nearest_id"] in kept_ids and dropped["dedup"]["score"] >= 0.9

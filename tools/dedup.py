@@ -161,9 +161,15 @@ class DedupService:
     # --- the service ------------------------------------------------------------
 
     def dedup(
-        self, records: Iterable[dict[str, Any]], field: str, id_field: str = "id"
+        self,
+        records: Iterable[dict[str, Any]],
+        field: str,
+        id_field: str = "id",
+        remember: bool = True,
     ) -> DedupResult:
         """Judge `records` on the text in `field`; ids come from `id_field` (else the position).
+
+        With `remember=False` the stores are only read: kept records are not added.
 
         Returns copies of the records, each with a `dedup` dict:
         `{"stage", "kept", "nearest_id", "score"}` — the stage that decided,
@@ -218,9 +224,9 @@ class DedupService:
             stages["embedding"] = StageCount(checked=len(survivors), dropped=int((~emb_kept).sum()))
 
         # Remember the kept records only once every stage has finished.
-        if vectors is not None and len(vectors):
+        if remember and vectors is not None and len(vectors):
             self._add_vectors(vectors, [ids[i] for i in np.flatnonzero(kept)])
-        if minhash is not None:
+        if remember and minhash is not None:
             minhash.commit(kept)
 
         result = DedupResult(kept=[], dropped=[], stages=stages)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from synthgraph.agents.llm import invoke_structured, invoke_text
+from synthgraph.agents.llm import finish_reason, invoke_structured, invoke_text
 from synthgraph.prompts import list_prompts, prompt_exists, render_messages
 
 SKILLS_FOLDER = "skills"
@@ -29,6 +29,8 @@ GENERIC_FOLDER = "agentinstruct"
 # Completion caps per agent: the embedded model is slow, and each agent's
 # output has a natural length (a task is short, a rewritten text is not).
 TRANSFORM_TOKENS = 300
+# A JSON text cut short is unusable, and small models write more items than asked.
+JSON_TRANSFORM_TOKENS = 800
 ROUTE_TOKENS = 80
 INSTRUCTION_TOKENS = 150
 ANSWER_TOKENS = 300
@@ -190,12 +192,13 @@ def transform_seed(
 ) -> str:
     """A content-transformation agent: the seed rewritten into a text suited to the skill."""
     messages = render_messages(skill.transformation_prompt(transformation), seed=seed)
-    reply = invoke_text(
-        messages, role="generator", record_id=record_id, **_cap(model_kwargs, TRANSFORM_TOKENS)
-    )
+    as_json = skill.transformed_format == "json"
+    cap = JSON_TRANSFORM_TOKENS if as_json else TRANSFORM_TOKENS
+    reply = invoke_text(messages, role="generator", record_id=record_id, **_cap(model_kwargs, cap))
     text = _text_of(reply.content, record_id, f"transformation {transformation!r}")
-    if skill.transformed_format == "json":
-        text = _json_text(text, record_id, f"transformation {transformation!r}")
+    if as_json:
+        cut = finish_reason(reply) == "length"
+        text = _json_text(text, record_id, f"transformation {transformation!r}", cut)
     return text
 
 
@@ -238,7 +241,7 @@ def answer_instruction(
     )
     answer = _text_of(reply.content, record_id, "answer")
     if skill.transformed_format == "json":
-        answer = _json_text(answer, record_id, "answer")
+        answer = _json_text(answer, record_id, "answer", finish_reason(reply) == "length")
     return answer
 
 
@@ -366,14 +369,15 @@ def _as_instruction(text: str, record_id: str | None) -> str:
 _FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.S)
 
 
-def _json_text(text: str, record_id: str | None, what: str) -> str:
+def _json_text(text: str, record_id: str | None, what: str, cut: bool = False) -> str:
     """The reply's JSON (fences removed), pretty-printed; not JSON is an error naming the record."""
     fenced = _FENCE.search(text)
     candidate = fenced.group(1) if fenced else text
     try:
         data = json.loads(candidate)
     except json.JSONDecodeError as error:
+        cause = "the reply was cut at max_tokens" if cut else error.msg
         raise UnusableReplyError(
-            f"{record_id or 'record'}: {what} is not valid JSON ({error.msg})", raw=text
+            f"{record_id or 'record'}: {what} is not valid JSON ({cause})", raw=text
         ) from error
     return json.dumps(data, ensure_ascii=False, indent=1)

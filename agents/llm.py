@@ -186,7 +186,7 @@ def invoke_structured(
         parsed, raw, error = _parse(schema, reply)
         if parsed is not None:
             return parsed
-        if _finish_reason(reply) == "length":
+        if finish_reason(reply) == "length":
             raise _cut_at_max_tokens(schema, raw, [*errors, error])
         errors.append(error)
         conversation = [
@@ -246,7 +246,8 @@ def _cut_at_max_tokens(
     )
 
 
-def _finish_reason(reply: Any) -> str | None:
+def finish_reason(reply: Any) -> str | None:
+    """Why the model stopped (`stop`, `length`, ...), from a reply or an include_raw dict."""
     message = reply.get("raw") if isinstance(reply, dict) else reply
     return getattr(message, "response_metadata", {}).get("finish_reason")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import scripted_model
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -23,10 +24,12 @@ from pydantic import Field
 
 from synthgraph.agents.agentinstruct import (
     SkillError,
+    UnusableReplyError,
     list_skills,
     load_skill,
     sample_instruction_types,
     sample_transformations,
+    transform_seed,
 )
 from synthgraph.agents.llm import use_chat_models
 from synthgraph.graphs.agentinstruct import AgentInstructContext, excerpt, graph
@@ -255,6 +258,18 @@ def test_tool_use_needs_json_function_specs() -> None:
     [rejected] = result["rejected"]
     assert rejected["stage"] == "transform" and "not valid JSON" in rejected["error"]
     assert rejected["raw"] == "Sorry, no JSON today."
+
+
+def test_json_cut_at_max_tokens_is_named_as_such() -> None:
+    cut = AIMessage(
+        content='```json\n[{"name": "apt_get", "description": "Install',
+        response_metadata={"finish_reason": "length"},
+    )
+    with (
+        use_chat_models(generator=scripted_model(cut)),
+        pytest.raises(UnusableReplyError, match="cut at max_tokens"),
+    ):
+        transform_seed(load_skill("tool_use"), "function_specs", "apt installs packages.")
 
 
 # --- seed instruction generation -------------------------------------------------------------

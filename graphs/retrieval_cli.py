@@ -293,7 +293,8 @@ def filter_job(
     for name in filters:
         started = time.monotonic()
         if name == "logprob":
-            kept, report = logprob_filter(kept, keep)
+            requested = bool(run.manifest["config"].get("context", {}).get("logprobs", True))
+            kept, report = logprob_filter(kept, keep, requested)
         elif name == "reranker":
             scores, note = reranker_scores(kept, corpus, reranker, out, seed)
             kept, report = reranker_filter(kept, scores, keep, note)
@@ -539,10 +540,19 @@ def eval_job(
         for name, hits in first_stages.items():
             if rerank is not None and name not in rerank:
                 continue
-            reranked = []
-            for text, found in zip(texts, hits, strict=True):
-                head = found[:rerank_depth]
-                scores = model.score([(text, data.corpus[doc]) for doc, _ in head])
+            heads = [found[:rerank_depth] for found in hits]
+            # One call for all queries: the model batches (and pads) across them.
+            flat = model.score(
+                [
+                    (text, data.corpus[doc])
+                    for text, head in zip(texts, heads, strict=True)
+                    for doc, _ in head
+                ]
+            )
+            reranked, start = [], 0
+            for head, found in zip(heads, hits, strict=True):
+                scores = flat[start : start + len(head)]
+                start += len(head)
                 order = sorted(range(len(head)), key=lambda i: -scores[i])
                 reranked.append([head[i] for i in order] + found[rerank_depth:])
             rows.append(_scored(f"{name} + reranker", query_ids, reranked, data.qrels))

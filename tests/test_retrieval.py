@@ -195,6 +195,9 @@ def test_logprob_filter_keeps_the_most_likely_queries() -> None:
 def test_logprob_filter_is_skipped_without_logprobs() -> None:
     kept, report = logprob_filter(pairs_with([None, None]), keep_fraction=0.5)
     assert len(kept) == 2 and report.removed == 0 and report.note.startswith("skipped")
+    assert "endpoint" in report.note
+    _, not_asked = logprob_filter(pairs_with([None]), keep_fraction=0.5, requested=False)
+    assert "--no-logprobs" in not_asked.note
 
 
 def test_reranker_filter_keeps_top_scores_in_input_order() -> None:

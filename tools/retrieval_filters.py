@@ -50,11 +50,18 @@ def keep_top(
     return [pair for i, pair in enumerate(pairs) if i in chosen]
 
 
-def logprob_filter(pairs: Sequence[Pair], keep_fraction: float) -> tuple[list[Pair], FilterReport]:
-    """InPars-v1. Skipped (everything kept) when no pair carries a log-prob."""
+def logprob_filter(
+    pairs: Sequence[Pair], keep_fraction: float, requested: bool = True
+) -> tuple[list[Pair], FilterReport]:
+    """InPars-v1. Skipped (everything kept) when no pair carries a log-prob; `requested`
+    says whether generation asked for them, so the note names the right cause."""
     scores = [p.get("logprob") for p in pairs]
     if pairs and all(s is None for s in scores):
-        note = "skipped: the endpoint returned no log-probabilities"
+        note = (
+            "skipped: the endpoint returned no log-probabilities"
+            if requested
+            else "skipped: queries were generated without log-probabilities (--no-logprobs)"
+        )
         return list(pairs), FilterReport("logprob", len(pairs), len(pairs), note)
     kept = keep_top(pairs, scores, keep_fraction)
     return kept, FilterReport(

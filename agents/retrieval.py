@@ -85,7 +85,7 @@ def sample_queries(
 ) -> list[GeneratedQuery]:
     """`samples` sampled queries for one prompt; duplicates and empty replies dropped.
 
-    Without `logprobs` every query's `logprob` is None (the InPars-v1 filter then skips).
+    Without `logprobs` they are not asked for, so queries carry none (the InPars-v1 filter then skips).
     """
     # top_logprobs must be set too: llama.cpp's server ignores `logprobs` alone.
     asked = {"logprobs": True, "top_logprobs": 0} if logprobs else {}
@@ -96,6 +96,5 @@ def sample_queries(
         )
         query, start = clean_query(str(reply.content))
         if query and query.lower() not in found:
-            score = mean_logprob(reply, start) if logprobs else None
-            found[query.lower()] = GeneratedQuery(query, score)
+            found[query.lower()] = GeneratedQuery(query, mean_logprob(reply, start))
     return list(found.values())

@@ -42,6 +42,8 @@ from synthgraph.tools.dedup import DedupResult, DedupService, ProgressCallback
 from synthgraph.tools.io import content_id
 from synthgraph.tools.log import get_logger
 
+log = get_logger(__name__)
+
 DEFAULT_RELATIONS = ("colleague", "student", "customer")
 
 
@@ -81,9 +83,6 @@ class TextTask(TypedDict):
 class ExpandTask(TypedDict):
     parent: dict[str, Any]
     relation: str
-
-
-log = get_logger(__name__)
 
 
 @dataclass

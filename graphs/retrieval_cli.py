@@ -540,21 +540,7 @@ def eval_job(
         for name, hits in first_stages.items():
             if rerank is not None and name not in rerank:
                 continue
-            heads = [found[:rerank_depth] for found in hits]
-            # One call for all queries: the model batches (and pads) across them.
-            flat = model.score(
-                [
-                    (text, data.corpus[doc])
-                    for text, head in zip(texts, heads, strict=True)
-                    for doc, _ in head
-                ]
-            )
-            reranked, start = [], 0
-            for head, found in zip(heads, hits, strict=True):
-                scores = flat[start : start + len(head)]
-                start += len(head)
-                order = sorted(range(len(head)), key=lambda i: -scores[i])
-                reranked.append([head[i] for i in order] + found[rerank_depth:])
+            reranked = model.rerank(texts, hits, data.corpus, rerank_depth)
             rows.append(_scored(f"{name} + reranker", query_ids, reranked, data.qrels))
     return rows
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -323,8 +324,7 @@ TINY_TRIPLES = [
 
 
 def test_trained_bi_encoder_loads_through_the_embeddings_factory(tmp_path: Path) -> None:
-    triples = TINY_TRIPLES
-    report = train_bi_encoder(triples, tmp_path / "model", batch_size=2, max_seq_length=32)
+    report = train_bi_encoder(TINY_TRIPLES, tmp_path / "model", batch_size=2, max_seq_length=32)
     assert report.steps == 1 and report.examples == 2
     embeddings = get_embeddings(tmp_path / "model")
     assert embeddings.encode(["ftp client"]).shape == (1, 384)
@@ -343,6 +343,24 @@ def test_cross_encoder_repeats_a_small_set_up_to_min_steps(tmp_path: Path) -> No
         len(Reranker(tmp_path / "reranker").score([("ftp client", "FtpDeck is an FTP client.")]))
         == 1
     )
+
+
+class WordOverlapReranker(Reranker):
+    """Scores by shared words, so the expected order is known (no model is loaded)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return [float(len(set(q.split()) & set(d.split()))) for q, d in pairs]
+
+
+def test_rerank_reorders_only_the_head_of_each_query() -> None:
+    corpus = {"a": "fonts", "b": "ftp client", "c": "ftp client tool", "d": "chess game"}
+    hits = [[("a", 0.9), ("b", 0.8), ("c", 0.7)], [("b", 0.9), ("d", 0.5)]]
+    reranked = WordOverlapReranker().rerank(["ftp client", "chess game"], hits, corpus, depth=2)
+    # Query 1: b beats a in the head, c stays below the depth; query 2: d rises.
+    assert [[doc for doc, _ in found] for found in reranked] == [["b", "a", "c"], ["d", "b"]]
 
 
 def test_eval_job_scores_bm25_and_the_base_model() -> None:

@@ -17,13 +17,14 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from synthgraph.tools.embeddings import bundled_minilm_path
 from synthgraph.tools.log import get_logger
+from synthgraph.tools.retrieval_index import Hits
 
 log = get_logger(__name__)
 Triple = dict[str, Any]  # query, positive (text), negatives (texts)
@@ -213,3 +214,26 @@ class Reranker:
             list(pairs), batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
         )
         return [float(s) for s in scores]
+
+    def rerank(
+        self, queries: Sequence[str], hits: Sequence[Hits], corpus: Mapping[str, str], depth: int
+    ) -> list[Hits]:
+        """Each query's result list with its top `depth` reordered by this model's score.
+
+        One scoring call for all queries, so the model batches (and pads) across them."""
+        heads = [found[:depth] for found in hits]
+        scores = iter(
+            self.score(
+                [
+                    (q, corpus[doc])
+                    for q, head in zip(queries, heads, strict=True)
+                    for doc, _ in head
+                ]
+            )
+        )
+        reranked: list[Hits] = []
+        for head, found in zip(heads, hits, strict=True):
+            head_scores = [next(scores) for _ in head]
+            order = sorted(range(len(head)), key=lambda i: -head_scores[i])
+            reranked.append([head[i] for i in order] + list(found[depth:]))
+        return reranked

@@ -13,8 +13,11 @@ $(BIN)/python:
 
 # torch is pinned through constraints.txt so pip takes the local CPU build
 # instead of downloading several GB of CUDA packages.
+# With the `local` extra, llama.cpp's llama-server is built once into the cache
+# (~10 minutes on 2 cores); first use would build it otherwise.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -c constraints.txt -e ".[$(EXTRAS)]"
+	$(if $(findstring local,$(EXTRAS)),$(BIN)/synthgraph build-server)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -52,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tabular.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/sampling.py
+	$(BIN)/python benchmarks/llm.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

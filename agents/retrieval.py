@@ -87,8 +87,8 @@ def sample_queries(
 
     Without `logprobs` they are not asked for, so queries carry none (the InPars-v1 filter then skips).
     """
-    # top_logprobs must be set too: llama.cpp's server ignores `logprobs` alone.
-    asked = {"logprobs": True, "top_logprobs": 0} if logprobs else {}
+    # top_logprobs ≥ 1: llama-server returns no log-probs at 0 (and 20 alternatives when unset).
+    asked = {"logprobs": True, "top_logprobs": 1} if logprobs else {}
     found: dict[str, GeneratedQuery] = {}
     for _ in range(samples):
         reply = invoke_text(

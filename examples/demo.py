@@ -9,7 +9,6 @@ own namespace, reset at the start so every demo run tells the same story.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -60,11 +59,6 @@ def expand(seeds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     configure_logging(level="WARNING")
-    if get_settings().embedded and "SYNTHGRAPH_MAX_CONCURRENCY" not in os.environ:
-        # llama.cpp's server answers one request at a time: more in flight only
-        # queue there and run into timeouts while other processes share it.
-        os.environ["SYNTHGRAPH_MAX_CONCURRENCY"] = "1"
-        get_settings.cache_clear()
     out = get_settings().data_dir / "demo" / new_run_id()
     console.print(f"[bold]synthgraph demo[/] → {out}")
     DedupService(namespace=NAMESPACE).reset()

@@ -54,7 +54,7 @@ def check_llm(settings: Settings) -> dict[str, Any]:
             endpoint = local_endpoint(path, settings)
             result.update(base_url=endpoint.base_url, model=endpoint.model)
             result["startup_seconds"] = round(time.monotonic() - started, 2)
-            # A busy llama.cpp server answers /models only between completions.
+            result["server"] = server_report(endpoint.server)
             response = httpx.get(f"{endpoint.base_url}/models", timeout=settings.timeout)
         else:
             result.update(base_url=settings.base_url, model=settings.model_for("generator"))
@@ -73,6 +73,23 @@ def check_llm(settings: Settings) -> dict[str, Any]:
     except (LocalModelError, httpx.HTTPError, OSError) as error:
         result["error"] = str(error)
     return result
+
+
+def server_report(entry: dict[str, Any]) -> dict[str, Any]:
+    """What serves the embedded model: llama-server's binary, build, slots and model."""
+    return {
+        "kind": "llama-server",
+        "binary": entry["binary"],
+        "version": entry["version"],
+        # None: a binary given by SYNTHGRAPH_LLAMA_SERVER, built elsewhere.
+        "build_options": entry["build_options"],
+        "slots": entry["slots"],
+        "ctx_per_slot": entry["ctx_per_slot"],
+        "threads": entry["threads"],
+        "pid": entry["pid"],
+        "model_sha256": entry["model_sha256"],
+        "log": entry["log"],
+    }
 
 
 def check_embeddings() -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,10 +41,21 @@ def test_serve_is_reused_by_other_processes_and_stops_cleanly(tmp_path) -> None:
     import signal
     import time
 
-    from synthgraph.agents.local_model import local_endpoint, registry_path, resolve_model_path
+    from synthgraph.agents.llama_build import llama_server_binary
+    from synthgraph.agents.local_model import (
+        local_endpoint,
+        registry_path,
+        release_all,
+        resolve_model_path,
+    )
     from synthgraph.tools.settings import get_settings
 
-    env = {**os.environ, "SYNTHGRAPH_CACHE_DIR": str(tmp_path / "cache")}
+    # The machine's llama-server build, but a registry of this test's own.
+    env = {
+        **os.environ,
+        "SYNTHGRAPH_CACHE_DIR": str(tmp_path / "cache"),
+        "SYNTHGRAPH_LLAMA_SERVER": str(llama_server_binary()),
+    }
     # A hard link gives the model a path of its own, so no server this test process
     # already runs for the embedded model can answer in its place.
     model = tmp_path / "model.gguf"
@@ -58,7 +70,11 @@ def test_serve_is_reused_by_other_processes_and_stops_cleanly(tmp_path) -> None:
     )
     try:
         settings = get_settings().model_copy(
-            update={"cache_dir": tmp_path / "cache", "local_model": model}
+            update={
+                "cache_dir": tmp_path / "cache",
+                "local_model": model,
+                "llama_server": Path(env["SYNTHGRAPH_LLAMA_SERVER"]),
+            }
         )
         registry = registry_path(settings)
         for _ in range(600):
@@ -71,4 +87,11 @@ def test_serve_is_reused_by_other_processes_and_stops_cleanly(tmp_path) -> None:
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
+    # This process still uses the server; once it lets go, the server stops.
+    assert str(model.resolve()) in json.loads(registry.read_text())
+    release_all()
+    for _ in range(100):
+        if str(model.resolve()) not in json.loads(registry.read_text()):
+            break
+        time.sleep(0.2)
     assert str(model.resolve()) not in json.loads(registry.read_text())

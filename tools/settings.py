@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     strong_base_url: str | None = None
     structured_method: StructuredMethod = Field(
         default="auto",
-        description="auto: json_schema for remote endpoints, json_mode for llama.cpp.",
+        description="auto: json_schema (remote endpoints and the embedded llama-server).",
     )
 
     # --- sampling and limits --------------------------------------------
@@ -77,8 +77,14 @@ class Settings(BaseSettings):
     )
     local_host: str = "127.0.0.1"
     local_port: int | None = None
-    local_ctx: int = 4096
+    local_ctx: int = Field(default=4096, description="Context per slot (tokens).")
+    local_slots: int = Field(
+        default=8, ge=1, description="Requests the embedded llama-server decodes at once."
+    )
     local_threads: int | None = None
+    llama_server: Path | None = Field(
+        default=None, description="A llama-server binary; unset: built from source once."
+    )
     local_startup_timeout: float = 180.0
 
     # --- storage ----------------------------------------------------------

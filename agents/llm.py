@@ -20,7 +20,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from synthgraph.agents.local_model import STRONG_MODEL, assemble, local_endpoint
-from synthgraph.agents.resilience import call_with_retries
+from synthgraph.agents.resilience import call_with_retries, checked_http_client
 from synthgraph.prompts import fill, load_prompt
 from synthgraph.tools.settings import Role, Settings, StructuredMethod, get_settings
 
@@ -88,16 +88,18 @@ def get_chat_model(
         max_completion_tokens=max_tokens or settings.max_tokens,
         timeout=settings.timeout,
         max_retries=0,  # retries are ours: see synthgraph.agents.resilience
+        http_client=checked_http_client(),  # a garbage 200 is retried, not taken for a bad record
         **kwargs,
     )
 
 
 def structured_method(settings: Settings | None = None) -> StructuredMethod:
-    """json_schema for remote endpoints; json_mode for llama.cpp, which rejects json_schema."""
+    """json_schema unless set: remote endpoints and the embedded llama-server (as a grammar)
+    both take it; json_mode is for servers that reject it, such as llama_cpp.server."""
     settings = settings or get_settings()
     if settings.structured_method != "auto":
         return settings.structured_method
-    return "json_mode" if settings.embedded else "json_schema"
+    return "json_schema"
 
 
 def as_messages(messages: Sequence[MessageLike]) -> list[BaseMessage]:
@@ -181,8 +183,12 @@ def invoke_structured(
                 what=f"{role}.structured",
                 record_id=record_id,
             )
-        except openai.LengthFinishReasonError as error:
-            raise _cut_at_max_tokens(schema, raw, [*errors, "cut at max_tokens"]) from error
+        except openai.LengthFinishReasonError as length_error:
+            choices = length_error.completion.choices
+            cut = choices[0].message.content if choices else None
+            raise _cut_at_max_tokens(
+                schema, cut or raw, [*errors, "cut at max_tokens"]
+            ) from length_error
         parsed, raw, error = _parse(schema, reply)
         if parsed is not None:
             return parsed

@@ -2,13 +2,16 @@
 
 `ChatOpenAI` is built with `max_retries=0` so that this module is the only
 place that decides what is retried: timeouts, connection errors, 408/409/429
-(honouring `Retry-After`) and 5xx, with exponential backoff and jitter. The
-limits are shared by every agent in the process, so a fan-out of fifty
-`Send`s still respects the endpoint's capacity.
+(honouring `Retry-After`), 5xx and a 200 whose body is not a chat completion
+(`MalformedReplyError`), with exponential backoff and jitter. The limits are
+shared by every agent in the process, so a fan-out of fifty `Send`s still
+respects the endpoint's capacity. `is_retryable` is also what marks a reject
+retryable, so `--resume` tries that input again.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import openai
@@ -61,10 +64,11 @@ def _limits(max_concurrency: int, requests_per_minute: float | None) -> Limits:
 
 
 def effective_concurrency(settings: Settings) -> int:
-    """The embedded llama.cpp server answers one request at a time: queue here, not
-    there, so a waiting request cannot time out (unless the user set a cap)."""
+    """The embedded llama-server decodes `local_slots` requests at once: keep its slots
+    busy and queue the rest here, where a waiting request cannot time out (unless the
+    user set a cap)."""
     if settings.embedded and "max_concurrency" not in settings.model_fields_set:
-        return 1
+        return settings.local_slots
     return settings.max_concurrency
 
 
@@ -73,8 +77,74 @@ def get_limits(settings: Settings | None = None) -> Limits:
     return _limits(effective_concurrency(settings), settings.requests_per_minute)
 
 
+class MalformedReplyError(openai.APIError):
+    """The endpoint answered 200 with a body that is not a chat completion (a proxy's HTML
+    page, an empty body, no `choices`): a fault of the endpoint, retried like a 5xx."""
+
+    raw: str | None = None
+    """The body as it came (a reject keeps it)."""
+
+
+def not_a_completion(body: bytes) -> str | None:
+    """What is wrong with a chat-completion response body; None when it is one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "a body that is not JSON"
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return "a JSON object without 'choices'"
+    return None if choices else "an empty 'choices' list"
+
+
+class CheckedHttpClient(openai.DefaultHttpxClient):
+    """The HTTP client of every chat model: a 200 that is not a completion raises
+    `MalformedReplyError` here, instead of a JSON, type or index error deep in the
+    SDK that would look like a bad record."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        response = super().send(request, **kwargs)
+        if (
+            kwargs.get("stream")
+            or response.status_code != 200
+            or not request.url.path.endswith("/chat/completions")
+        ):
+            return response
+        problem = not_a_completion(response.content)
+        if problem is None:
+            return response
+        excerpt = response.content[:200].decode("utf-8", "replace")
+        response.close()
+        error = MalformedReplyError(
+            f"the endpoint answered 200 with {problem}: {excerpt!r}", request, body=None
+        )
+        error.raw = response.content.decode("utf-8", "replace")  # the rejects file keeps it
+        raise error
+
+
+@lru_cache(maxsize=1)
+def checked_http_client() -> CheckedHttpClient:
+    """One client for the process: its connection pool is shared by every model object."""
+    return CheckedHttpClient()
+
+
 def is_retryable(error: BaseException) -> bool:
-    if isinstance(error, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError):
+    """Whether a later try may succeed: the endpoint failed, not the record.
+
+    An error that wraps others may say so itself with a boolean `retryable` attribute.
+    """
+    declared = getattr(error, "retryable", None)
+    if isinstance(declared, bool):
+        return declared
+    retried = (
+        openai.APITimeoutError,
+        openai.APIConnectionError,
+        MalformedReplyError,
+        httpx.TransportError,
+    )
+    if isinstance(error, retried):
         return True
     if isinstance(error, openai.APIStatusError):
         return error.status_code in _RETRY_STATUS or error.status_code >= 500

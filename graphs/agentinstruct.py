@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import operator
 import random
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
@@ -46,6 +45,7 @@ from synthgraph.agents.agentinstruct import (
     suggest_refinements,
     transform_seed,
 )
+from synthgraph.agents.resilience import is_retryable
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.dedup import DedupService
 from synthgraph.tools.io import content_id
@@ -76,6 +76,8 @@ class AgentInstructContext(RunContext):
     """Similarity at which an instruction counts as a near duplicate of a kept one."""
     dedup_namespace: str | None = None
     """Dedup memory shared across invocations (the CLI uses one per run); unset: this invocation only."""
+    dedup_owner: str | None = None
+    """Who stores kept instructions (the CLI: the run id); see `DedupService`'s `owner`."""
 
 
 # --- state --------------------------------------------------------------------------
@@ -111,6 +113,8 @@ class Rejection(TypedDict):
     stage: str
     error: str
     raw: str | None
+    retryable: bool
+    """The endpoint failed (down, rate-limited, garbage reply): a later try may succeed."""
 
 
 class AgentInstructInput(TypedDict):
@@ -202,6 +206,7 @@ def _rejection(
         "stage": stage,
         "error": message,
         "raw": raw or getattr(error, "raw", None),
+        "retryable": not isinstance(error, str) and is_retryable(error),
     }
 
 
@@ -620,11 +625,6 @@ def fan_out_refinement(state: AgentInstructState) -> list[Send] | str:
     ] or "deduplicate"
 
 
-# One dedup memory may be shared by concurrent invocations (the CLI runs several
-# seed jobs at once); the service's stores are not safe for concurrent writers.
-_dedup_lock = threading.Lock()
-
-
 def deduplicate(
     state: AgentInstructState, runtime: Runtime[AgentInstructContext]
 ) -> dict[str, Any]:
@@ -635,14 +635,18 @@ def deduplicate(
         return {"instructions": records}
     namespace = context.dedup_namespace or f"agentinstruct-{uuid.uuid4().hex[:12]}"
     service = DedupService(
-        namespace, threshold=context.dedup_threshold, method=context.dedup_method
+        namespace,
+        threshold=context.dedup_threshold,
+        method=context.dedup_method,
+        owner=context.dedup_owner,
     )
-    with _dedup_lock:
-        try:
-            result = service.dedup(records, field="instruction")
-        finally:
-            if context.dedup_namespace is None:
-                service.reset()  # a one-off memory: leave nothing behind
+    # Concurrent invocations may share one memory (the CLI runs several seed jobs at
+    # once): the service locks it around each call.
+    try:
+        result = service.dedup(records, field="instruction")
+    finally:
+        if context.dedup_namespace is None:
+            service.reset()  # a one-off memory: leave nothing behind
     duplicates = [
         _rejection(
             r["id"],

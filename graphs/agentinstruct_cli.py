@@ -17,7 +17,17 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from synthgraph.graphs.cli_support import console, fail, stdout, table
+from synthgraph.graphs.cli_support import (
+    DedupeIds,
+    MaxRejectRate,
+    RetryRejects,
+    console,
+    exit_on_rejects,
+    fail,
+    resuming_as_started,
+    stdout,
+    table,
+)
 from synthgraph.prompts import fill, load_prompt
 from synthgraph.tools.io import (
     InputError,
@@ -27,7 +37,7 @@ from synthgraph.tools.io import (
     read_jsonl,
     write_table,
 )
-from synthgraph.tools.runs import Run, RunError
+from synthgraph.tools.runs import Run
 
 GRAPH_NAME = "agentinstruct"
 OUTPUT = "instructions.jsonl"
@@ -50,7 +60,14 @@ SEED_SUFFIXES = (
 
 
 class NoInstructionsError(ValueError):
-    """Every instruction of a seed and skill was rejected (the reasons are in the rejects file)."""
+    """Every instruction of a seed and skill was rejected (the reasons are in the rejects file).
+
+    `retryable` when one of them failed at the endpoint: the job is tried again on resume.
+    """
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass
@@ -74,6 +91,9 @@ def run_instruct(
     max_seed_chars: int = 1500,
     dedup: str = "both",
     resume: str | None = None,
+    keep_config: bool = False,
+    retry_rejects: bool = True,
+    dedupe_ids: bool = False,
     text_field: str = "text",
     id_field: str = "id",
     workers: int | None = None,
@@ -88,7 +108,7 @@ def run_instruct(
     # Imported here so `synthgraph --help` does not load LangGraph and the dedup stack.
     from synthgraph.agents.agentinstruct import list_skills, load_skill
     from synthgraph.graphs.agentinstruct import AgentInstructContext, graph
-    from synthgraph.graphs.batch import run_batch
+    from synthgraph.graphs.batch import run_batch, unique_items
 
     config: dict[str, Any] = {
         "seeds": str(seeds),
@@ -107,12 +127,10 @@ def run_instruct(
     records, problems = load_texts(
         seeds, text_field=text_field, id_field=id_field, suffixes=SEED_SUFFIXES
     )
-    run = Run.open(GRAPH_NAME, out=out, resume=resume, config=config)
-    config = run.manifest["config"]  # a resumed run keeps the settings it started with
-    already_rejected = run.rejected_ids()
-    for problem in problems:
-        if problem.record not in already_rejected:
-            run.rejects.reject(problem.record, "load", problem.cause)
+    # `keep_config` resumes with the run's settings; otherwise those given must be the run's.
+    run = Run.open(GRAPH_NAME, out=out, resume=resume, config=None if keep_config else config)
+    config = run.manifest["config"]
+    run.reject_inputs(problems)
 
     context = AgentInstructContext(
         routing=config["routing"],
@@ -124,7 +142,12 @@ def run_instruct(
         run_dir=str(run.root),
         # One dedup memory per run: duplicates are caught across seeds and across resumes.
         dedup_namespace=f"agentinstruct-{run.id}",
+        # A job killed after its dedup, before its output, meets its own stored records
+        # on resume: entries this run stored under a record's id are that record.
+        dedup_owner=run.id,
     )
+    # Checked per seed, not per job, so a repeated seed is named (and dropped) once.
+    records = unique_items(records, lambda r: r.id, source=str(seeds), dedupe=dedupe_ids)
     jobs = [(seed, skill) for seed in records for skill in config["skills"]]
 
     def job_id(job: tuple[TextRecord, str]) -> str:
@@ -140,17 +163,22 @@ def run_instruct(
             config=run.graph_config(),
             context=context,
         )
-        for rejected in result.get("rejected", []):
-            run.rejects.reject(
-                rejected["id"], rejected["stage"], rejected["error"], raw=rejected["raw"]
-            )
+        rejections = result.get("rejected", [])
+        retryable = not result["instructions"] and any(r["retryable"] for r in rejections)
+        if not retryable:  # a job tried again on resume leaves only its own reject
+            for rejected in rejections:
+                run.rejects.reject(
+                    rejected["id"], rejected["stage"], rejected["error"], raw=rejected["raw"],
+                    retryable=rejected["retryable"],
+                )  # fmt: skip
         if not result["instructions"]:
-            stages = Counter(r["stage"] for r in result.get("rejected", []))
+            stages = Counter(r["stage"] for r in rejections)
             summary = (
                 ", ".join(f"{n} at {stage}" for stage, n in stages.items()) or "nothing produced"
             )
             raise NoInstructionsError(
-                f"seed {seed.source} ({seed.id}), skill {skill}: no instruction kept ({summary})"
+                f"seed {seed.source} ({seed.id}), skill {skill}: no instruction kept ({summary})",
+                retryable,
             )
         return result["instructions"]
 
@@ -161,6 +189,9 @@ def run_instruct(
         item_id=job_id,
         output=OUTPUT,
         done_field="seed_skill",
+        content=lambda job: job[0].text,
+        source=str(seeds),
+        retry_rejects=retry_rejects,
         stage="seed",
         description="seed × skill",
         workers=workers,
@@ -260,6 +291,7 @@ def _size_category(n: int) -> str:
 
 # --- commands ---------------------------------------------------------------------------
 def instruct_command(
+    ctx: typer.Context,
     seeds: Annotated[
         Path | None,
         typer.Argument(
@@ -296,6 +328,9 @@ def instruct_command(
         ),
     ] = "both",
     resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
     text_field: Annotated[
         str, typer.Option(help="Text column of JSONL/Parquet/CSV seeds.")
     ] = "text",
@@ -308,7 +343,7 @@ def instruct_command(
 
     Writes OUT/instructions.jsonl, OUT/rejects.jsonl and a Hugging Face dataset in OUT/hf/.
     """
-    from synthgraph.agents.agentinstruct import SkillError, list_skills, load_skill
+    from synthgraph.agents.agentinstruct import list_skills, load_skill
 
     if list_skills_only:
         rows = [
@@ -326,28 +361,29 @@ def instruct_command(
     if per_seed < 1 or refine_rounds < 0 or transformations < 1:
         fail("--per-seed and --transformations must be at least 1, --refine-rounds at least 0")
     chosen = [s.strip() for s in skills.split(",") if s.strip()] if skills else None
-    try:
-        result = run_instruct(
-            seeds,
-            out,
-            skills=chosen,
-            instructions_per_seed=per_seed,
-            refine_rounds=refine_rounds,
-            routing=routing,
-            transformations_per_seed=transformations,
-            max_seed_chars=max_seed_chars,
-            dedup=dedup,
-            resume=resume,
-            text_field=text_field,
-            id_field=id_field,
-        )
-    except (InputError, SkillError, RunError) as error:
-        fail(str(error))
+    result = run_instruct(
+        seeds,
+        out,
+        skills=chosen,
+        instructions_per_seed=per_seed,
+        refine_rounds=refine_rounds,
+        routing=routing,
+        transformations_per_seed=transformations,
+        max_seed_chars=max_seed_chars,
+        dedup=dedup,
+        resume=resume,
+        keep_config=resuming_as_started(ctx, resume),
+        retry_rejects=retry_rejects,
+        dedupe_ids=dedupe_ids,
+        text_field=text_field,
+        id_field=id_field,
+    )
     summary = table("agentinstruct", ["count", "value"], [[k, v] for k, v in result.counts.items()])
     stdout.print(summary)
     console.print(
         f"instructions: {result.instructions}\nrejects: {result.rejects}\ndataset: {result.dataset}"
     )
+    exit_on_rejects(result.run_dir, max_reject_rate)
 
 
 def instruct_export_command(

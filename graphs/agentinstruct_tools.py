@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from synthgraph.graphs.agentinstruct_cli import run_instruct
 from synthgraph.tools.io import InputError
+from synthgraph.tools.log import tool_error_text
 from synthgraph.tools.runs import RunError
 from synthgraph.tools.workspace import WorkspaceError, confine
 
@@ -80,5 +81,5 @@ generate_instructions_tool = StructuredTool.from_function(
         "instructions.jsonl (chat messages with provenance), rejects.jsonl and a Hugging Face dataset."
     ),
     args_schema=GenerateInstructionsInput,
-    handle_tool_error=True,
+    handle_tool_error=tool_error_text,
 )

@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from synthgraph.graphs.cli_support import console, fail, stdout, table
+from synthgraph.graphs.cli_support import (
+    UserErrorsGroup,
+    console,
+    crash,
+    fail,
+    stdout,
+    table,
+)
 from synthgraph.tools.log import configure_logging, get_logger
 from synthgraph.tools.settings import get_settings
 
@@ -21,6 +28,7 @@ app = typer.Typer(
     help="A multi-agent synthetic-data factory built on LangGraph.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=UserErrorsGroup,
 )
 log = get_logger(__name__)
 
@@ -68,52 +76,60 @@ def serve(
         str | None, typer.Option(help="A GGUF file (default: the embedded model).")
     ] = None,
 ) -> None:
-    """Serve the local model in the foreground (OpenAI-compatible, loopback only).
+    """Serve the local model until Ctrl-C (llama-server, OpenAI-compatible, loopback only).
 
-    Other synthgraph processes on this machine (Studio, a second CLI) find and
-    reuse it; or point any client at the printed base URL.
+    Other synthgraph processes on this machine (Studio, a second CLI) share the
+    same server; or point any client at the printed base URL. The server stops
+    once this command and every other process using it are gone.
     """
+    import time
     from pathlib import Path
 
-    from synthgraph.agents.local_model import (
-        LocalModelError,
-        LocalServer,
-        register,
-        resolve_model_path,
-        unregister,
-    )
+    from synthgraph.agents.llama_registry import entry_alive
+    from synthgraph.agents.local_model import LocalModelError, local_endpoint, release_all
 
     settings = get_settings()
+    path = Path(model).expanduser() if model else None
+    if path is not None and not path.is_file():
+        fail(f"--model {path}: no such GGUF file")
     try:
-        path = (
-            Path(model).expanduser().resolve() if model else resolve_model_path(settings).resolve()
-        )
-        server = LocalServer(path, settings, port=port).start()
+        endpoint = local_endpoint(path, settings, port=port)
     except LocalModelError as error:
         fail(str(error))
+    server = endpoint.server
 
     def interrupt(*_: Any) -> None:
-        # Stopping happens below, outside the handler: Popen.wait is not reentrant.
         raise KeyboardInterrupt
 
-    # Before registering: a client may send SIGTERM as soon as it finds the server.
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        register(server)
+        note = " (already running: --port ignored)" if port and port != server["port"] else ""
         console.print(
-            f"[green]serving[/] {server.alias} at [bold]{server.base_url}[/] "
-            f"(log: {server.log_path})"
+            f"[green]serving[/] {endpoint.model} at [bold]{endpoint.base_url}[/]{note}: "
+            f"{server['slots']} slots, log {server['log']}"
         )
         console.print(
-            "synthgraph processes on this machine reuse it by themselves; other clients use the "
-            "URL above (with synthgraph: SYNTHGRAPH_STRUCTURED_METHOD=json_mode). Ctrl-C stops."
+            "synthgraph processes on this machine share it by themselves; other clients use "
+            "the URL above. Ctrl-C stops serving; the server stops when no process uses it."
         )
-        server.wait()
+        while entry_alive(server):
+            time.sleep(1)
+        fail(f"llama-server stopped; see {server['log']}")
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
-        server.stop()
-        unregister(server)
+        release_all()
+
+
+@app.command("build-server")
+def build_server() -> None:
+    """Build llama.cpp's llama-server for the embedded model, once (about 10 minutes on 2 cores)."""
+    from synthgraph.agents.llama_build import BuildError, llama_server_binary
+
+    try:
+        stdout.print(str(llama_server_binary(get_settings())))
+    except BuildError as error:
+        fail(str(error))
 
 
 @app.command()
@@ -163,7 +179,10 @@ app.add_typer(tabular_app, name="tabular")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as error:  # not a user error (those end in `fail`): never Typer's traceback
+        crash(error)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +23,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from synthgraph.tools.log import redact
 
 console = Console(stderr=True)
 stdout = Console()
@@ -25,8 +34,52 @@ stdout = Console()
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Stop the command with a one-line reason (no traceback for user errors)."""
-    console.print(f"[bold red]error:[/] {message}")
+    # Plain text, never wrapped: a path or `[...]` in the message stays as it is, on one line.
+    line = " ".join(redact(message).split())  # an endpoint's multi-line body stays one line
+    console.print(Text.assemble(("error:", "bold red"), " ", line), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def crash(error: BaseException) -> NoReturn:
+    """Stop on a bug or a failing endpoint: its traceback, redacted (endpoints echo API keys)."""
+    sys.stderr.write(redact("".join(traceback.format_exception(error))))
+    raise SystemExit(1)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input or a bad option, not a bug: they get one line, no traceback."""
+    # Imported on failure only, so `synthgraph --help` stays fast.
+    from openai import AuthenticationError, NotFoundError, PermissionDeniedError
+
+    from synthgraph.agents.agentinstruct import SkillError
+    from synthgraph.agents.local_model import LocalModelError
+    from synthgraph.tools.io import InputError
+    from synthgraph.tools.runs import RunError
+    from synthgraph.tools.workspace import WorkspaceError
+
+    # The endpoint refused the key, the model or the URL: configuration, not a bug.
+    refused = (AuthenticationError, PermissionDeniedError, NotFoundError)
+    return (InputError, RunError, WorkspaceError, SkillError, LocalModelError, *refused)
+
+
+def _endpoint_failed(error: BaseException) -> bool:
+    from openai import APIError
+
+    return isinstance(error, APIError)
+
+
+class UserErrorsGroup(TyperGroup):
+    """The root command: a user error from any command ends it with `fail` (one line, exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            if isinstance(error, _user_errors()):
+                fail(str(error))
+            if _endpoint_failed(error):  # still failing after every retry: say so in one line
+                fail(f"the endpoint failed: {type(error).__name__}: {error}", code=1)
+            raise
 
 
 @contextmanager
@@ -41,6 +94,8 @@ def progress(transient: bool = False) -> Iterator[Progress]:
         TimeRemainingColumn(),
         console=console,
         transient=transient,
+        # Off a terminal a transient bar shows nothing but a stray blank line when it stops.
+        disable=transient and not console.is_terminal,
     ) as bar:
         yield bar
 
@@ -53,3 +108,73 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for row in rows:
         result.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
     return result
+
+
+# --- options and the exit status every data command shares ---------------------------
+RetryRejects = Annotated[
+    bool,
+    typer.Option(
+        "--retry-rejects/--no-retry-rejects",
+        help="On --resume, try again the inputs whose rejects are all retryable "
+        "(endpoint down, rate-limited, garbage reply).",
+    ),
+]
+DedupeIds = Annotated[
+    bool,
+    typer.Option(
+        "--dedupe-ids", help="Drop later records that repeat an id (default: a repeat is an error)."
+    ),
+]
+MaxRejectRate = Annotated[
+    float,
+    typer.Option(min=0.0, max=1.0, help="Exit 1 when more than this share of inputs is rejected."),
+]
+
+
+# Options that steer one attempt, not what the run makes: they may change on --resume.
+_ATTEMPT_OPTIONS = {
+    "resume",
+    "out",
+    "retry_rejects",
+    "dedupe_ids",
+    "max_reject_rate",
+    "max_minutes",
+}
+
+
+def resuming_as_started(ctx: typer.Context, resume: object) -> bool:
+    """True on `--resume` with no option that shapes the data given: go on as the run started.
+
+    A resume that names such options is checked against the run's config instead
+    (`Run.open` refuses a difference, naming the keys), so repeating them is allowed.
+    """
+    if not resume:
+        return False
+    return not any(
+        param.param_type_name == "option"
+        and param.name not in _ATTEMPT_OPTIONS
+        and getattr(ctx.get_parameter_source(param.name or ""), "name", None)
+        in ("COMMANDLINE", "ENVIRONMENT")
+        for param in ctx.command.params
+    )
+
+
+def exit_on_rejects(run_dir: Path | str, max_rate: float, resume_args: str | None = None) -> None:
+    """Exit 1 with a one-line summary when more than `max_rate` of the run's inputs are rejected.
+
+    The counts are the manifest's (`inputs`, `inputs_rejected`, `inputs_retryable`),
+    so the exit status agrees with what the run folder says.
+    """
+    from synthgraph.tools.runs import MANIFEST, REJECTS  # here: `--help` need not load pandas
+
+    counts = json.loads((Path(run_dir) / MANIFEST).read_text("utf-8")).get("counts", {})
+    inputs, rejected = counts.get("inputs", 0), counts.get("inputs_rejected", 0)
+    if not inputs or rejected / inputs <= max_rate:
+        return
+    retryable = counts.get("inputs_retryable", 0)
+    hint = (
+        f"run with {resume_args or f'--resume {run_dir}'} to retry"
+        if retryable
+        else f"see {Path(run_dir) / REJECTS}"
+    )
+    fail(f"{rejected} of {inputs} inputs rejected ({retryable} retryable): {hint}", code=1)

@@ -147,9 +147,10 @@ def dedup_personas(
     namespace: str,
     threshold: float,
     progress: ProgressCallback | None = None,
+    owner: str | None = None,
 ) -> DedupResult:
     """Two-stage dedup of persona records against the namespace's persistent memory."""
-    service = DedupService(namespace=namespace, threshold=threshold, progress=progress)
+    service = DedupService(namespace=namespace, threshold=threshold, progress=progress, owner=owner)
     return service.dedup(records, field="persona")
 
 

@@ -15,19 +15,30 @@
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from synthgraph.agents.personas import TASKS, bundled_few_shot, load_few_shot
+from synthgraph.agents.llm import StructuredOutputError
+from synthgraph.agents.personas import TASKS, bundled_few_shot
 from synthgraph.graphs.batch import run_batch
-from synthgraph.graphs.cli_support import console, fail, progress, stdout, table
+from synthgraph.graphs.cli_support import (
+    DedupeIds,
+    MaxRejectRate,
+    RetryRejects,
+    console,
+    exit_on_rejects,
+    fail,
+    progress,
+    resuming_as_started,
+    stdout,
+    table,
+)
 from synthgraph.graphs.personas import DEFAULT_RELATIONS, PersonasContext, builder, dedup_personas
-from synthgraph.graphs.synthesis import SynthesisContext
+from synthgraph.graphs.synthesis import SynthesisContext, context_few_shot
 from synthgraph.graphs.synthesis import graph as synthesis_graph
 from synthgraph.tools.io import (
     InputError,
@@ -35,7 +46,6 @@ from synthgraph.tools.io import (
     count_records,
     load_texts,
     read_jsonl,
-    write_json,
 )
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.runs import Run, RunError
@@ -46,9 +56,13 @@ GENERATED = "generated.jsonl"
 PERSONAS = "personas.jsonl"
 DROPPED = "dropped.jsonl"
 ITEMS = "items.jsonl"
-IN_FLIGHT = (
-    "dedup_in_flight.json"  # ids handed to the dedup service, until their verdicts are written
-)
+
+
+def _nothing_from(what: str, failed: list[dict[str, Any]]) -> StructuredOutputError:
+    """An input that gave nothing: every cause, and the model's first raw reply to look at."""
+    errors = [r["error"] for r in failed]
+    raw = next((r["raw"] for r in failed if r.get("raw")), None)
+    return StructuredOutputError(f"{what}: {'; '.join(errors)}", raw, errors)
 
 
 # --- personas -------------------------------------------------------------------
@@ -72,28 +86,30 @@ def personas_job(
     context: PersonasContext | None = None,
     max_records: int | None = None,
     resume: str | None = None,
+    retry_rejects: bool = True,
+    dedupe_ids: bool = False,
     text_field: str = "text",
     id_field: str = "id",
     show_progress: bool = True,
 ) -> PersonasSummary:
     """Texts → personas (+ expansions) → dedup, in a run folder. Raises InputError / RunError."""
+    # Resuming without knobs keeps the run's; knobs given must be the run's (Run.open checks).
+    keep = resume is not None and context is None
     context = context or PersonasContext()
     texts, problems = load_texts(source, text_field=text_field, id_field=id_field)
     config = {"input": str(source), "max_records": max_records, "context": asdict(context)}
-    run = Run.open("personas", out=out, resume=resume, config=config)
+    run = Run.open("personas", out=out, resume=resume, config=None if keep else config)
     if resume:  # a resumed run keeps the knobs it started with
         context = PersonasContext(**run.manifest["config"]["context"])
         max_records = run.manifest["config"]["max_records"]
     if max_records is not None:
         texts = texts[:max_records]
-    context.dedup = False  # stage 2 below dedups the whole corpus at once
-    already = run.rejected_ids()
-    for problem in problems:
-        if problem.record not in already:
-            run.rejects.reject(problem.record, "input", problem.cause)
+    context = replace(context, dedup=False)  # stage 2 below dedups the whole corpus at once
+    run.reject_inputs(problems, "input")
 
     started = time.monotonic()
-    generated = _generate(run, texts, context, show_progress)
+    batch = {"source": str(source), "retry_rejects": retry_rejects, "dedupe_ids": dedupe_ids}
+    generated = _generate(run, texts, context, show_progress, batch)
     run.timing("generate", time.monotonic() - started)
 
     started = time.monotonic()
@@ -117,7 +133,11 @@ def personas_job(
 
 
 def _generate(
-    run: Run, texts: list[TextRecord], context: PersonasContext, show_progress: bool
+    run: Run,
+    texts: list[TextRecord],
+    context: PersonasContext,
+    show_progress: bool,
+    batch: dict[str, Any],
 ) -> int:
     """Stage 1: one checkpointed graph run per text; returns the records in generated.jsonl."""
     max_concurrency = get_settings().max_concurrency
@@ -129,17 +149,19 @@ def _generate(
                 configurable={"thread_id": f"{run.id}:{text.id}"}, max_concurrency=max_concurrency
             )
             snapshot = personas_graph.get_state(config)
-            if snapshot.next:  # killed mid-way: continue from the last finished round
-                result = personas_graph.invoke(None, config, context=context)
-            elif "personas" in snapshot.values:  # finished, but killed before the write
-                result = snapshot.values
-            else:
+            if snapshot.metadata is None:  # never started: the text goes in
                 payload = {"texts": [{"id": text.id, "text": text.text}]}
                 result = personas_graph.invoke(payload, config, context=context)
+            elif not snapshot.next and "personas" in snapshot.values:  # killed before the write
+                result = snapshot.values
+            else:
+                # Killed mid-way. `next` is empty when a step's writes were saved but not the
+                # checkpoint after it; new input would then add a second tree to the state.
+                result = personas_graph.invoke(None, config, context=context)
             rejects = result.get("rejects", [])
             if not any(record["round"] == 0 for record in result["personas"]):
-                errors = "; ".join(r["error"] for r in rejects if r["stage"] == "text_to_persona")
-                raise ValueError(f"no persona from {text.source}: {errors}")
+                failed = [r for r in rejects if r["stage"] == "text_to_persona"]
+                raise _nothing_from(f"no persona from {text.source}", failed)
             known = run.rejected_ids()
             for reject in rejects:  # expansions that failed; the rest of the tree is kept
                 if reject["id"] not in known:
@@ -153,7 +175,8 @@ def _generate(
 
         run_batch(
             run, texts, process, item_id=lambda t: t.id, output=GENERATED, done_field="input_id",
-            stage="generate", description="personas", show_progress=show_progress,
+            content=lambda t: t.text, stage="generate", description="personas",
+            show_progress=show_progress, **batch,
         )  # fmt: skip
     return count_records(run.path(GENERATED))
 
@@ -169,14 +192,6 @@ def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> lis
             pending.setdefault(record["id"], record)
     if not pending:
         return []
-    # The dedup memory is written before our files: if a kill lands between the
-    # two, these records meet themselves on resume. Remember who was in flight.
-    in_flight_file = run.path(IN_FLIGHT)
-    in_flight = (
-        set(json.loads(in_flight_file.read_text("utf-8"))) if in_flight_file.exists() else set()
-    )
-    write_json(list(pending), in_flight_file)
-
     with progress(transient=not show_progress) as bar:
         tasks: dict[str, Any] = {}
 
@@ -185,23 +200,19 @@ def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> lis
                 tasks[stage] = bar.add_task(f"dedup ({stage})", total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
+        # The dedup memory is written before our files: if a kill lands between the
+        # two, the records stored under this run's id are not judged duplicates of
+        # themselves on resume (the service's `owner`).
         result = dedup_personas(
-            list(pending.values()), context.namespace, context.threshold, progress=report
+            list(pending.values()),
+            context.namespace,
+            context.threshold,
+            progress=report,
+            owner=run.id,
         )
-
-    kept, dropped = list(result.kept), []
-    for record in result.dropped:
-        verdict = record["dedup"]
-        if verdict["nearest_id"] == record["id"] and record["id"] in in_flight:
-            kept.append(
-                {**record, "dedup": {**verdict, "kept": True, "nearest_id": None, "score": None}}
-            )
-        else:
-            dropped.append(record)
     with run.writer(PERSONAS) as personas, run.writer(DROPPED) as losers:
-        personas.write_many(kept)
-        losers.write_many(dropped)
-    in_flight_file.unlink()
+        personas.write_many(result.kept)
+        losers.write_many(result.dropped)
     # The dedup report of this attempt, kept with the run.
     run.manifest["dedup"] = {
         stage: {"checked": checked, "kept": kept_count, "dropped": dropped_count}
@@ -228,32 +239,33 @@ def synthesis_job(
     context: SynthesisContext | None = None,
     max_records: int | None = None,
     resume: str | None = None,
+    retry_rejects: bool = True,
+    dedupe_ids: bool = False,
     show_progress: bool = True,
 ) -> SynthesisSummary:
     """Personas × task → items.jsonl in a run folder, one append per persona."""
+    # Resuming without knobs keeps the run's; knobs given must be the run's (Run.open checks).
+    keep = resume is not None and context is None
     context = context or SynthesisContext()
     if context.task not in TASKS:
         raise InputError(f"unknown task {context.task!r}: use one of {', '.join(TASKS)}")
-    if context.few_shot_file:
-        load_few_shot(
-            context.few_shot_file, context.task
-        )  # a bad examples file fails before any call
+    context_few_shot(context, confined=False)  # a bad examples file fails before any call
     personas, problems = load_texts(personas_file, text_field="persona", id_field="id")
     config = {
         "personas": str(personas_file),
         "max_records": max_records,
         "context": asdict(context),
     }
-    run = Run.open("synthesis", out=out, resume=resume, config=config)
+    run = Run.open("synthesis", out=out, resume=resume, config=None if keep else config)
     if resume:  # a resumed run keeps the knobs it started with
         context = SynthesisContext(**run.manifest["config"]["context"])
         max_records = run.manifest["config"]["max_records"]
+    # The caller's examples file is read here, wherever it is; the graph itself reads
+    # example files only inside the workspace.
+    context = replace(context, few_shot=context_few_shot(context, confined=False))
     if max_records is not None:
         personas = personas[:max_records]
-    already = run.rejected_ids()
-    for problem in problems:
-        if problem.record not in already:
-            run.rejects.reject(problem.record, "input", problem.cause)
+    run.reject_inputs(problems, "input")
     max_concurrency = get_settings().max_concurrency
 
     def process(persona: TextRecord) -> list[dict[str, Any]]:
@@ -262,8 +274,8 @@ def synthesis_job(
             payload, {"max_concurrency": max_concurrency}, context=context
         )
         if not result.get("items"):
-            errors = "; ".join(r["error"] for r in result.get("rejects", []))
-            raise ValueError(f"no {context.task} item for persona {persona.id}: {errors}")
+            failed = result.get("rejects", [])
+            raise _nothing_from(f"no {context.task} item for persona {persona.id}", failed)
         known = run.rejected_ids()
         for reject in result.get("rejects", []):
             if reject["id"] not in known:
@@ -275,7 +287,9 @@ def synthesis_job(
     started = time.monotonic()
     run_batch(
         run, personas, process, item_id=lambda p: p.id, output=ITEMS, done_field="persona_id",
-        stage=f"synthesize.{context.task}", description=f"{context.task} items", show_progress=show_progress,
+        content=lambda p: p.text, source=str(personas_file), retry_rejects=retry_rejects,
+        dedupe_ids=dedupe_ids, stage=f"synthesize.{context.task}", description=f"{context.task} items",
+        show_progress=show_progress,
     )  # fmt: skip
     run.timing("synthesize", time.monotonic() - started)
     items = count_records(run.path(ITEMS))
@@ -291,6 +305,7 @@ def synthesis_job(
 
 # --- commands ----------------------------------------------------------------------
 def personas_command(
+    ctx: typer.Context,
     source: Annotated[
         Path, typer.Argument(help="A folder of .txt/.md files, a JSONL, CSV or Parquet file.")
     ],
@@ -334,6 +349,9 @@ def personas_command(
         typer.Option(min=0.0, max=2.0, help="0: the same text gives the same persona on rerun."),
     ] = 0.0,
     resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
 ) -> None:
     """Infer personas from texts, expand them through relations, dedup them (PersonaHub)."""
     names = [r.strip() for r in relations.split(",") if r.strip()]
@@ -345,8 +363,10 @@ def personas_command(
     )  # fmt: skip
     try:
         summary = personas_job(
-            source, out, context=context, max_records=max_records, resume=resume,
-            text_field=text_field, id_field=id_field,
+            source, out, context=None if resuming_as_started(ctx, resume) else context,
+            max_records=max_records, resume=resume,
+            retry_rejects=retry_rejects, dedupe_ids=dedupe_ids, text_field=text_field,
+            id_field=id_field,
         )  # fmt: skip
     except (InputError, RunError, ValueError) as error:
         fail(str(error))
@@ -360,9 +380,11 @@ def personas_command(
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
     ]  # fmt: skip
     stdout.print(table("personas", ["", "count"], rows))
+    exit_on_rejects(summary.run_dir, max_reject_rate)
 
 
 def synthesize_command(
+    ctx: typer.Context,
     personas: Annotated[
         Path, typer.Option("--personas", help="personas.jsonl (fields id, persona).")
     ],
@@ -379,6 +401,9 @@ def synthesize_command(
         int | None, typer.Option(min=1, help="Use only the first N personas.")
     ] = None,
     resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
 ) -> None:
     """Write task items (math, instruction, knowledge, npc, tool) from each persona's view."""
     if task not in TASKS:
@@ -387,8 +412,10 @@ def synthesize_command(
     context = SynthesisContext(task=task, per_persona=per_persona, few_shot_file=few_shot_file)
     try:
         summary = synthesis_job(
-            personas, out, context=context, max_records=max_records, resume=resume
-        )
+            personas, out, context=None if resuming_as_started(ctx, resume) else context,
+            max_records=max_records, resume=resume,
+            retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
+        )  # fmt: skip
     except (InputError, RunError, ValueError) as error:
         fail(str(error))
     rows = [
@@ -397,3 +424,4 @@ def synthesize_command(
     ]  # fmt: skip
     console.print(f"[green]done[/] {summary.run_dir}/{ITEMS}")
     stdout.print(table(f"synthesize {task}", ["", "count"], rows))
+    exit_on_rejects(summary.run_dir, max_reject_rate)

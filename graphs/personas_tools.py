@@ -17,6 +17,7 @@ from synthgraph.agents.personas import bundled_few_shot
 from synthgraph.graphs.personas import DEFAULT_RELATIONS, PersonasContext
 from synthgraph.graphs.personas_cli import DROPPED, ITEMS, PERSONAS, personas_job, synthesis_job
 from synthgraph.graphs.synthesis import SynthesisContext
+from synthgraph.tools.log import tool_error_text
 from synthgraph.tools.runs import REJECTS, RunError
 from synthgraph.tools.workspace import confine, workspace_root
 
@@ -146,7 +147,7 @@ def personas_tool() -> StructuredTool:
             "of each other and of personas kept in earlier runs. Returns output paths and counts."
         ),
         args_schema=PersonasArgs,
-        handle_tool_error=True,
+        handle_tool_error=tool_error_text,
         handle_validation_error=_explain,
     )
 
@@ -161,6 +162,6 @@ def synthesis_tool() -> StructuredTool:
             "file path and counts."
         ),
         args_schema=SynthesisArgs,
-        handle_tool_error=True,
+        handle_tool_error=tool_error_text,
         handle_validation_error=_explain,
     )

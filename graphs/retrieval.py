@@ -20,6 +20,7 @@ from synthgraph.agents.retrieval import query_messages, sample_queries
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.io import InputError
 from synthgraph.tools.retrieval_data import ExampleSet, Style, default_examples_path, load_examples
+from synthgraph.tools.workspace import confine
 
 
 @dataclass
@@ -29,14 +30,18 @@ class RetrievalContext(RunContext):
     style: Style = "promptagator"
     """promptagator (task + few-shot), vanilla (InPars fixed examples) or gbq (bad/good questions)."""
     examples_path: str | None = None
-    """Example set (JSONL, or JSON with `task` and `examples`); unset: generic built-in examples."""
+    """Example set in the workspace (JSONL, or JSON with `task` and `examples`); unset: generic
+    built-in examples."""
+    examples: ExampleSet | None = None
+    """The example set itself, read by the caller (the CLI reads `--examples` from anywhere);
+    wins over `examples_path`."""
     samples: int = 1
     """Queries sampled per document (duplicates dropped)."""
     max_doc_chars: int = 600
     """Documents (and examples) are cut to about this many characters in the prompt."""
     logprobs: bool = True
-    """Ask for token log-probs (InPars-v1 filter). Off, llama.cpp answers 2-3x faster: its server
-    sorts the whole vocabulary in Python for every generated token when log-probs are asked."""
+    """Ask for token log-probs (InPars-v1 filter). Off, llama-cpp-python's server answers 2-3x
+    faster (it sorts the whole vocabulary in Python per token); llama-server barely slows."""
 
 
 # --- state ----------------------------------------------------------------------
@@ -58,8 +63,14 @@ class RetrievalState(RetrievalInput, RetrievalOutput, total=False):
     messages: list[tuple[str, str]]
 
 
-def context_examples(context: RetrievalContext) -> ExampleSet:
-    path = Path(context.examples_path) if context.examples_path else default_examples_path()
+def context_examples(context: RetrievalContext, confined: bool = True) -> ExampleSet:
+    """The run's example set. A path from graph input (Studio, MCP) must lie in the workspace;
+    trusted callers such as the CLI pass `confined=False` and hand the set over in `examples`."""
+    if context.examples is not None:
+        return context.examples
+    if not context.examples_path:
+        return load_examples(default_examples_path(), context.style)
+    path = confine(context.examples_path) if confined else Path(context.examples_path)
     return load_examples(path, context.style)
 
 

@@ -15,14 +15,24 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from synthgraph.graphs.batch import run_batch
-from synthgraph.graphs.cli_support import console, fail, stdout, table
+from synthgraph.graphs.batch import run_batch, unique_items
+from synthgraph.graphs.cli_support import (
+    DedupeIds,
+    MaxRejectRate,
+    RetryRejects,
+    console,
+    exit_on_rejects,
+    fail,
+    resuming_as_started,
+    stdout,
+    table,
+)
 from synthgraph.graphs.retrieval import RetrievalContext, context_examples, graph
 from synthgraph.tools.embeddings import get_embeddings
 from synthgraph.tools.io import (
@@ -35,7 +45,7 @@ from synthgraph.tools.io import (
     write_records,
 )
 from synthgraph.tools.log import get_logger
-from synthgraph.tools.retrieval_data import STYLES, load_beir, load_corpus
+from synthgraph.tools.retrieval_data import STYLES, corpus_file, load_beir, load_corpus
 from synthgraph.tools.retrieval_filters import (
     logprob_filter,
     mine_negatives,
@@ -45,7 +55,7 @@ from synthgraph.tools.retrieval_filters import (
 from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex
 from synthgraph.tools.retrieval_metrics import evaluate_rankings
 from synthgraph.tools.retrieval_training import Reranker, train_bi_encoder, train_cross_encoder
-from synthgraph.tools.runs import Run, RunError
+from synthgraph.tools.runs import Run
 from synthgraph.tools.settings import get_settings
 
 log = get_logger(__name__)
@@ -70,8 +80,8 @@ class GenerateSummary:
 def corpus_documents(
     source: Path, text_field: str = "text", id_field: str = "_id"
 ) -> tuple[list[TextRecord], list[Any]]:
-    """Documents of a BEIR corpus.jsonl, or any folder/JSONL/Parquet/CSV `load_texts` reads."""
-    documents, problems = load_texts(source, text_field=text_field, id_field=id_field)
+    """Documents of a BEIR folder or corpus.jsonl, or any folder/JSONL/Parquet/CSV of texts."""
+    documents, problems = load_texts(corpus_file(source), text_field=text_field, id_field=id_field)
     with_titles = [
         TextRecord(d.id, f"{d.meta['title']}. {d.text}", d.source, d.meta)
         if d.meta.get("title")
@@ -89,6 +99,8 @@ def generate_job(
     limit: int | None = None,
     seed: int = 13,
     resume: str | None = None,
+    retry_rejects: bool = True,
+    dedupe_ids: bool = False,
     max_minutes: float | None = None,
     text_field: str = "text",
     id_field: str = "_id",
@@ -99,19 +111,24 @@ def generate_job(
     `max_minutes` stops between chunks of documents once the time is up; the
     run resumes later from where it stopped.
     """
+    # Resuming without knobs keeps the run's; knobs given must be the run's (Run.open checks).
+    keep = resume is not None and context is None
     context = context or RetrievalContext()
     config = {"corpus": str(corpus), "limit": limit, "seed": seed, "context": asdict(context)}
-    run = Run.open("retrieval", out=out, resume=resume, config=config)
+    # A new run reads its input first, so bad input leaves no run folder behind.
+    loaded = None if resume else corpus_documents(corpus, text_field, id_field)
+    run = Run.open("retrieval", out=out, resume=resume, config=None if keep else config)
     if resume:  # a resumed run keeps the knobs it started with
         config = run.manifest["config"]
         context = RetrievalContext(**config["context"])
         limit, seed = config["limit"], config["seed"]
-    context_examples(context)  # a bad example file fails now, not once per document
-    documents, problems = corpus_documents(Path(config["corpus"]), text_field, id_field)
-    already = run.rejected_ids()
-    for problem in problems:
-        if problem.record not in already:
-            run.rejects.reject(problem.record, "load", problem.cause)
+    # The caller's example file is read here, wherever it is (a bad one fails now, not once
+    # per document); the graph itself reads example files only inside the workspace.
+    context = replace(context, examples=context_examples(context, confined=False))
+    documents, problems = loaded or corpus_documents(Path(config["corpus"]), text_field, id_field)
+    run.reject_inputs(problems)
+    # Checked on the whole corpus: the batches below see only a chunk each.
+    documents = unique_items(documents, lambda d: d.id, source=config["corpus"], dedupe=dedupe_ids)
     random.Random(seed).shuffle(documents)
     documents = documents[:limit] if limit else documents
 
@@ -145,6 +162,9 @@ def generate_job(
             process,
             item_id=lambda d: d.id,
             output=PAIRS,
+            content=lambda d: d.text,
+            source=config["corpus"],
+            retry_rejects=retry_rejects,
             stage="generate",
             description="writing queries",
             show_progress=show_progress,
@@ -168,9 +188,10 @@ def _lines(path: Path) -> list[str]:
 
 @retrieval_app.command("generate")
 def generate_command(
+    ctx: typer.Context,
     corpus: Annotated[
         Path,
-        typer.Argument(help="BEIR corpus.jsonl (or a folder / JSONL / Parquet / CSV of texts)."),
+        typer.Argument(help="BEIR folder or corpus.jsonl, or a folder / JSONL / Parquet / CSV."),
     ],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: data/runs/<id>).")] = None,
     style: Annotated[str, typer.Option(help="promptagator, vanilla or gbq.")] = "promptagator",
@@ -192,6 +213,9 @@ def generate_command(
         float | None, typer.Option(help="Stop after about this long (resume later).")
     ] = None,
     resume: Annotated[str | None, typer.Option(help="Resume a run by id or folder.")] = None,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
     text_field: Annotated[
         str, typer.Option(help="Text field of JSONL/Parquet/CSV input.")
     ] = "text",
@@ -208,16 +232,16 @@ def generate_command(
         temperature=temperature,
         logprobs=logprobs,
     )
-    try:
-        summary = generate_job(
-            corpus, out, context=context, limit=limit, seed=seed, resume=resume,
-            max_minutes=max_minutes, text_field=text_field, id_field=id_field,
-        )  # fmt: skip
-    except (InputError, RunError) as error:
-        fail(str(error))
+    summary = generate_job(
+        corpus, out, context=None if resuming_as_started(ctx, resume) else context, limit=limit,
+        seed=seed, resume=resume,
+        retry_rejects=retry_rejects, dedupe_ids=dedupe_ids, max_minutes=max_minutes,
+        text_field=text_field, id_field=id_field,
+    )  # fmt: skip
     rows = [[k, v] for k, v in asdict(summary).items() if k != "seconds"]
     stdout.print(table("retrieval generate", ["", "value"], rows))
     console.print(f"pairs: {summary.run_dir}/{PAIRS}")
+    exit_on_rejects(summary.run_dir, max_reject_rate)
 
 
 # --- filter and hard negatives --------------------------------------------------
@@ -430,13 +454,10 @@ def filter_command(
 ) -> None:
     """Filter generated pairs (InPars-v1/v2, Promptagator round-trip) and mine hard negatives."""
     chosen = [f for f in filters.split(",") if f.strip()]
-    try:
-        summary = filter_job(
-            run_dir, filters=chosen, out=out, corpus_path=corpus, keep=keep, top_k=top_k, negatives=negatives,
-            negative_sources=tuple(s for s in negative_sources.split(",") if s), reranker=reranker, retriever=retriever,
-        )  # fmt: skip
-    except (InputError, RunError) as error:
-        fail(str(error))
+    summary = filter_job(
+        run_dir, filters=chosen, out=out, corpus_path=corpus, keep=keep, top_k=top_k, negatives=negatives,
+        negative_sources=tuple(s for s in negative_sources.split(",") if s), reranker=reranker, retriever=retriever,
+    )  # fmt: skip
     rows = [[f["name"], f["before"], f["kept"], f["removed"], f["note"]] for f in summary.filters]
     stdout.print(table("retrieval filter", ["filter", "before", "kept", "removed", "note"], rows))
     console.print(
@@ -576,12 +597,9 @@ def eval_command(
         if not (model / "modules.json").is_file() and not (model / "config.json").is_file():
             fail(f"{model}: not a sentence-transformers model folder")
         models[f"MiniLM fine-tuned ({model.name})"] = model
-    try:
-        rows = eval_job(
-            beir_dir, split=split, models=models, reranker=reranker, rerank_depth=rerank_depth
-        )
-    except InputError as error:
-        fail(str(error))
+    rows = eval_job(
+        beir_dir, split=split, models=models, reranker=reranker, rerank_depth=rerank_depth
+    )
     if as_json:
         stdout.print_json(json.dumps(rows))
         return

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from synthgraph.graphs.retrieval import RetrievalContext
 from synthgraph.graphs.retrieval_cli import PAIRS, generate_job
 from synthgraph.tools.io import InputError
+from synthgraph.tools.log import tool_error_text
 from synthgraph.tools.retrieval_data import Style
 from synthgraph.tools.runs import RunError
 from synthgraph.tools.workspace import confine, workspace_root
@@ -89,5 +90,5 @@ retrieval_queries_tool = StructuredTool.from_function(
         "(query, document) pairs to train a retriever. Returns the pairs file and counts."
     ),
     args_schema=RetrievalQueriesArgs,
-    handle_tool_error=True,
+    handle_tool_error=tool_error_text,
 )

@@ -21,9 +21,9 @@ from typing_extensions import TypedDict
 
 from synthgraph.agents.llm import StructuredOutputError
 from synthgraph.agents.sampling import judge_reasoning, solve
-from synthgraph.graphs.batch import BatchResult, run_batch
+from synthgraph.graphs.batch import BatchResult, run_batch, unique_items
 from synthgraph.graphs.context import RunContext
-from synthgraph.tools.io import load_texts, write_records
+from synthgraph.tools.io import InputProblem, load_texts, write_records
 from synthgraph.tools.runs import Run
 from synthgraph.tools.sampling_answers import AnswerError, gold_answer, verify
 from synthgraph.tools.sampling_metrics import build_report
@@ -171,10 +171,6 @@ graph = builder.compile(name=GRAPH_NAME)
 def load_problems(path: Path, run: Run) -> list[Problem]:
     """Problems with a readable gold answer; the others go to the rejects file, once."""
     records, problems = load_texts(path, text_field="question")
-    already = run.rejected_ids()
-    for problem in problems:
-        if problem.record not in already:
-            run.rejects.reject(problem.record, "load", problem.cause)
     usable: list[Problem] = []
     for record in records:
         answer = record.meta.get("answer")
@@ -183,11 +179,23 @@ def load_problems(path: Path, run: Run) -> list[Problem]:
                 raise AnswerError("field 'answer' is missing or not text")
             gold_answer(answer)
         except AnswerError as error:
-            if record.id not in already:
-                run.rejects.reject(record.id, "load", f"{record.source}: {error}")
+            problems.append(InputProblem(record.id, f"{record.source}: {error}"))
             continue
         usable.append(Problem(id=record.id, question=record.text, answer=answer))
+    run.reject_inputs(problems)
     return usable
+
+
+SAMPLING_KNOBS = ("weak_k", "strong_k", "judge_per_model", "temperature", "max_tokens")
+"""The context fields a sampling run keeps in its manifest."""
+
+
+def run_config(
+    problems_path: Path, context: SamplingContext, params: dict[str, float]
+) -> dict[str, Any]:
+    """What a sampling run keeps in its manifest: resuming it with other values is refused."""
+    knobs = {key: getattr(context, key) for key in SAMPLING_KNOBS}
+    return {"problems": str(problems_path), **knobs, "params": params}
 
 
 def run_sampling(
@@ -198,10 +206,15 @@ def run_sampling(
     limit: int | None = None,
     workers: int | None = None,
     params: dict[str, float] | None = None,
+    retry_rejects: bool = True,
+    dedupe_ids: bool = False,
     show_progress: bool = True,
 ) -> tuple[BatchResult, dict[str, Any]]:
     """Sample, verify and judge every problem not yet done in `run`; then write the report."""
-    problems = load_problems(problems_path, run)
+    source = str(problems_path)
+    problems = unique_items(
+        load_problems(problems_path, run), lambda p: p["id"], source=source, dedupe=dedupe_ids
+    )
     # Every problem's text, whatever `limit` says now: an earlier or later call may sample more.
     write_records([dict(p) for p in problems], run.path(PROBLEMS))
     todo = problems[:limit] if limit else problems
@@ -212,6 +225,9 @@ def run_sampling(
         item_id=lambda problem: problem["id"],
         output=SAMPLES,
         done_field="problem_id",
+        content=lambda problem: f"{problem['question']}\x1f{problem['answer']}",
+        source=source,
+        retry_rejects=retry_rejects,
         stage="sample",
         description="sampling",
         workers=workers,

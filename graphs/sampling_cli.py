@@ -10,14 +10,25 @@ weak-to-strong improvement (the strong model learns from the weak model's data).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from synthgraph.graphs.cli_support import console, fail, stdout, table
+from synthgraph.graphs.cli_support import (
+    DedupeIds,
+    MaxRejectRate,
+    RetryRejects,
+    console,
+    exit_on_rejects,
+    fail,
+    resuming_as_started,
+    stdout,
+    table,
+)
 from synthgraph.tools.io import InputError, load_texts
-from synthgraph.tools.runs import MANIFEST, RunError
+from synthgraph.tools.runs import MANIFEST
 from synthgraph.tools.sampling_budget import BudgetPlan, ModelCost, plan_budget
 
 sampling_app = typer.Typer(
@@ -124,6 +135,7 @@ def plan(
 
 @sampling_app.command()
 def run(
+    ctx: typer.Context,
     problems: Annotated[
         Path, typer.Argument(help="JSONL/CSV/Parquet with `question` and `answer` (`#### N`).")
     ],
@@ -145,19 +157,27 @@ def run(
     weak_params: WeakParams = 0.5e9,
     strong_params: StrongParams = 1.5e9,
     resume: Annotated[bool, typer.Option(help="Continue the run already in --out.")] = False,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
 ) -> None:
     """Sample, verify and judge; then write metrics, plots and the SFT export into --out."""
-    from synthgraph.graphs.sampling import GRAPH_NAME, SamplingContext, run_sampling
+    from synthgraph.graphs.sampling import (
+        GRAPH_NAME,
+        SAMPLING_KNOBS,
+        SamplingContext,
+        run_config,
+        run_sampling,
+    )  # fmt: skip
     from synthgraph.tools.runs import Run
 
     if temperature <= 0:
         fail("--temperature must be > 0: sampling k solutions at temperature 0 gives k copies")
     params = {"weak": weak_params, "strong": strong_params}
+    # Read before the run folder exists: bad input must not leave one behind.
+    records, _ = load_texts(problems, text_field="question")
     if budget is not None:
-        try:
-            count = limit or len(load_texts(problems, text_field="question")[0])
-        except InputError as error:
-            fail(str(error))
+        count = limit or len(records)
         budget_plan = plan_budget(
             _models(weak_params, strong_params, None, None), budget, count, tokens_per_solution
         )
@@ -169,20 +189,26 @@ def run(
         temperature=temperature, max_tokens=max_tokens, weak_k=weak_k, strong_k=strong_k,
         judge_per_model=judge_per_model, run_dir=str(out),
     )  # fmt: skip
-    config = {"problems": str(problems), "weak_k": weak_k, "strong_k": strong_k, "params": params,
-              "judge_per_model": judge_per_model, "temperature": temperature, "max_tokens": max_tokens}  # fmt: skip
-    try:
+    config = run_config(problems, context, params)
+    if resuming_as_started(ctx, resume):  # go on with the settings the run started with
+        run_folder = Run.open(GRAPH_NAME, out=out, resume=str(out))
+        started = run_folder.manifest["config"]
+        context = replace(context, **{key: started[key] for key in SAMPLING_KNOBS})
+        params = started["params"]
+    else:
         run_folder = Run.open(
             GRAPH_NAME, out=out, resume=str(out) if resume else None, config=config
         )
-        result, report = run_sampling(problems, run_folder, context, limit=limit, params=params)
-    except (InputError, RunError) as error:
-        fail(str(error))
+    result, report = run_sampling(
+        problems, run_folder, context, limit=limit, params=params, retry_rejects=retry_rejects,
+        dedupe_ids=dedupe_ids,
+    )  # fmt: skip
     console.print(
         f"[green]done[/] {result.processed} problems this time ({result.skipped} already done, "
         f"{result.rejected} rejected: see {out / 'rejects.jsonl'})"
     )
     _print_report(report)
+    exit_on_rejects(out, max_reject_rate, resume_args=f"--out {out} --resume")
 
 
 @sampling_app.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from langgraph.graph import END, START, StateGraph
@@ -23,6 +24,7 @@ from typing_extensions import TypedDict
 from synthgraph.agents.personas import RECORD_ERRORS, call_seed, load_few_shot, synthesize_item
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.io import content_id
+from synthgraph.tools.workspace import confine
 
 
 # --- state ----------------------------------------------------------------------
@@ -55,7 +57,10 @@ class SynthesisContext(RunContext):
     per_persona: int = 1
     """Items written for each persona."""
     few_shot_file: str | None = None
-    """JSONL of example items for the task (few-shot); unset: zero-shot."""
+    """JSONL of example items for the task (few-shot), in the workspace; unset: zero-shot."""
+    few_shot: list[dict[str, Any]] | None = None
+    """The example items themselves, read by the caller (the CLI reads `--few-shot` from
+    anywhere); wins over `few_shot_file`."""
     few_shot_count: int = 2
     """At most this many examples from the file go into each prompt."""
     seed: int | None = 0
@@ -66,16 +71,23 @@ def _context(runtime: Runtime[SynthesisContext]) -> SynthesisContext:
     return runtime.context or SynthesisContext()
 
 
+def context_few_shot(context: SynthesisContext, confined: bool = True) -> list[dict[str, Any]]:
+    """The run's example items. A path from graph input (Studio, MCP) must lie in the workspace;
+    trusted callers such as the CLI pass `confined=False` and hand the items over in `few_shot`."""
+    if context.few_shot is not None:
+        return context.few_shot[: context.few_shot_count]
+    if not context.few_shot_file:
+        return []
+    path = confine(context.few_shot_file) if confined else Path(context.few_shot_file)
+    return load_few_shot(path, context.task, context.few_shot_count)
+
+
 # --- nodes ----------------------------------------------------------------------
 def write_item(task: ItemTask, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
     context = _context(runtime)
     persona, index = task["persona"], task["index"]
     item_id = content_id(persona["id"], context.task, str(index))
-    examples = (
-        load_few_shot(context.few_shot_file, context.task, context.few_shot_count)
-        if context.few_shot_file
-        else []
-    )
+    examples = context_few_shot(context)
     model_kwargs: dict[str, Any] = dict(context.model_kwargs())
     if context.seed is not None:
         model_kwargs["seed"] = call_seed(str(context.seed), persona["id"], context.task, str(index))

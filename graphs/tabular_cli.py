@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 
 from synthgraph.graphs.cli_support import fail, progress, stdout, table
 from synthgraph.tabular import TabularARGN, quality_report
+from synthgraph.tabular.argn import META_FILE
 from synthgraph.tools.io import InputError, read_table, write_json, write_table
 
 app = typer.Typer(
@@ -22,11 +24,22 @@ app = typer.Typer(
 )
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, need_rows: bool = False) -> pd.DataFrame:
+    """A flat table; with `need_rows`, an empty one is an `InputError` too."""
+    frame = read_table(path, flat=True)
+    if need_rows and frame.empty:
+        raise InputError(f"{path}: no rows")
+    return frame
+
+
+def _load(model: Path) -> TabularARGN:
+    """A saved model; a folder that holds none is an `InputError`."""
+    if not (model / META_FILE).is_file():
+        raise InputError(f"{model}: no saved model here (no {META_FILE}; see `tabular fit`)")
     try:
-        return read_table(path)
-    except (InputError, OSError) as error:
-        fail(str(error))
+        return TabularARGN.load(model)
+    except (ValueError, KeyError, OSError) as error:
+        raise InputError(f"{model}: not a readable model ({error})") from error
 
 
 @app.command("fit")
@@ -51,8 +64,8 @@ def fit_command(
     """Train a TabularARGN on DATA and save it to --model (safetensors + JSON)."""
     if context is not None and key is None:
         fail("--context needs --key")
-    frame = _read(data)
-    context_frame = _read(context) if context is not None else None
+    frame = _read(data, need_rows=True)
+    context_frame = _read(context, need_rows=True) if context is not None else None
     argn = TabularARGN(max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads)
     with progress() as bar:
         tasks: dict[str, Any] = {}
@@ -119,7 +132,7 @@ def sample_command(
     """Generate synthetic rows, unconditionally (--rows) or for each row of --seed."""
     if (rows is None) == (seed is None):
         fail("give exactly one of --rows and --seed")
-    argn = TabularARGN.load(model)
+    argn = _load(model)
     seed_frame = _read(seed) if seed is not None else None
     options: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "seed": random_seed}
     try:
@@ -145,7 +158,7 @@ def impute_command(
     """Fill the missing cells of --data; known cells are kept."""
     frame = _read(data)
     try:
-        imputed = TabularARGN.load(model).impute(frame, seed=random_seed)
+        imputed = _load(model).impute(frame, seed=random_seed)
     except (ValueError, RuntimeError) as error:
         fail(str(error))
     write_table(imputed, out)
@@ -165,7 +178,11 @@ def report_command(
     ] = None,
 ) -> None:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
-    report = quality_report(_read(synthetic), _read(training), _read(holdout) if holdout else None)
+    report = quality_report(
+        _read(synthetic, need_rows=True),
+        _read(training, need_rows=True),
+        _read(holdout, need_rows=True) if holdout else None,
+    )
     accuracy = report["accuracy"]
     rows = [[name, f"{value:.4f}"] for name, value in accuracy.items()]
     if "dcr" in report:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from fakes import FakeOpenAIServer
+from fakes import FakeOpenAIServer, serve
 
 from synthgraph.tools.settings import get_settings
 
@@ -32,12 +32,4 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
     """A scripted OpenAI-compatible endpoint; settings point at it."""
-    server = FakeOpenAIServer().start()
-    monkeypatch.setenv("SYNTHGRAPH_BASE_URL", server.base_url)
-    monkeypatch.setenv("SYNTHGRAPH_API_KEY", "sk-test-fake-key-0000")
-    monkeypatch.setenv("SYNTHGRAPH_MODEL", "fake-model")
-    monkeypatch.setenv("SYNTHGRAPH_TIMEOUT", "2")
-    get_settings.cache_clear()
-    yield server
-    server.stop()
-    get_settings.cache_clear()
+    yield from serve(FakeOpenAIServer(), monkeypatch)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+
+from synthgraph.tools.settings import get_settings
 
 
 def scripted_model(*replies: str | dict[str, Any] | AIMessage) -> GenericFakeChatModel:
@@ -30,7 +34,7 @@ class FakeOpenAIServer:
     Every request body is kept in `requests`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -81,7 +85,7 @@ class FakeOpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -126,3 +130,18 @@ class FakeOpenAIServer:
         self._stop.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def serve(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, timeout: float = 2
+) -> Iterator[FakeOpenAIServer]:
+    """Start a fake endpoint, point the settings at it, and stop it after the test."""
+    server.start()
+    monkeypatch.setenv("SYNTHGRAPH_BASE_URL", server.base_url)
+    monkeypatch.setenv("SYNTHGRAPH_API_KEY", "sk-test-fake-key-0000")
+    monkeypatch.setenv("SYNTHGRAPH_MODEL", "fake-model")
+    monkeypatch.setenv("SYNTHGRAPH_TIMEOUT", str(timeout))
+    get_settings.cache_clear()
+    yield server
+    server.stop()
+    get_settings.cache_clear()

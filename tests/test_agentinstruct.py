@@ -403,7 +403,13 @@ def test_empty_seed_is_rejected_and_the_others_go_on() -> None:
     result, _, _ = run_graph(seeds=[{"id": "blank", "text": "  "}, SEED], refine_rounds=0)
     assert [r["seed_id"] for r in result["instructions"]] == ["s1"]
     assert result["rejected"] == [
-        {"id": "blank", "stage": "seed", "error": "the seed has no text", "raw": None}
+        {
+            "id": "blank",
+            "stage": "seed",
+            "error": "the seed has no text",
+            "raw": None,
+            "retryable": False,
+        }
     ]
 
 

@@ -69,9 +69,11 @@ def test_instruct_run_writes_records_rejects_and_a_dataset(seeds: Path, tmp_path
     # Resuming a finished run calls no model and writes nothing twice.
     silent, _ = models(generator=lambda _: pytest.fail("a finished job ran again"))
     with use_chat_models(generator=silent, judge=judge):
+        # A resume repeats the run's options: other ones are refused.
         again = run_instruct(
-            seeds, tmp_path / "run", resume=str(tmp_path / "run"), show_progress=False
-        )
+            seeds, tmp_path / "run", skills=["reading_comprehension", "coding"], dedup="minhash",
+            resume=str(tmp_path / "run"), show_progress=False,
+        )  # fmt: skip
     assert again.counts["jobs_skipped"] == 4 and len(list(read_jsonl(again.instructions))) == 4
 
 

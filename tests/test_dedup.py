@@ -16,6 +16,7 @@ from synthgraph.tools.io import read_jsonl
 from synthgraph.tools.minhash import (
     MinHashDeduper,
     MinHasher,
+    MinHashIndex,
     choose_bands,
     jaccard,
     lsh_recall,
@@ -73,6 +74,15 @@ def _write_jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def _verdicts(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["id"]: r["dedup"] for r in records}
+
+
+def documents(prefix: str, seed: int, count: int = 300) -> list[dict[str, str]]:
+    """`count` distinct 20-word documents (random words of 50,000: no two alike)."""
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(50_000)]
+    return [
+        {"id": f"{prefix}{i}", "text": " ".join(rng.sample(vocabulary, 20))} for i in range(count)
+    ]
 
 
 class RandomEncoder:
@@ -175,6 +185,38 @@ def test_a_bucket_of_many_copies_keeps_only_the_first() -> None:
     assert set(verdicts.nearest_id[1:300]) == {"c0"}
 
 
+def test_the_memory_holds_every_earlier_batch_in_memory_and_on_disk(tmp_path: Path) -> None:
+    a, b = documents("a", seed=1), documents("b", seed=2)
+    texts_b, ids_b = [d["text"] for d in b], [d["id"] for d in b]
+    deduper = MinHashDeduper(0.9)
+    for docs in (a, b):
+        verdicts = deduper.dedup([d["text"] for d in docs], [d["id"] for d in docs])
+        assert verdicts.kept.all()
+        deduper.commit(verdicts.kept)
+    # b was the second batch stored: its copies are found and named
+    again = deduper.dedup(texts_b, ids_b)
+    assert not again.kept.any() and again.nearest_id == ids_b
+    # the same after a save and a reload, three batches deep
+    path = tmp_path / "index.npz"
+    for docs in (a, b, documents("c", seed=3)):
+        stored = MinHashDeduper(0.9, path=path)
+        stored.commit(stored.dedup([d["text"] for d in docs], [d["id"] for d in docs]).kept)
+    reloaded = MinHashDeduper(0.9, path=path).dedup(texts_b, ids_b)
+    assert not reloaded.kept.any() and reloaded.nearest_id == ids_b
+
+
+def test_an_index_saved_before_owners_existed_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.npz"
+    deduper = MinHashDeduper(0.9, path=path)
+    deduper.commit(deduper.dedup(["one two three", "four five six"], ["x", "y"]).kept)
+    with np.load(path) as stored:
+        old = {name: stored[name] for name in stored.files if name != "owners"}
+    np.savez(path, **old)
+    bands, rows = choose_bands(0.9)
+    assert MinHashIndex.load(path, bands, rows, 128, 1).owners == ["", ""]
+    assert not MinHashDeduper(0.9, path=path, owner="run").dedup(["one two three"], ["x"]).kept[0]
+
+
 # --- the service ----------------------------------------------------------------------
 
 
@@ -239,6 +281,50 @@ def test_rerun_with_a_new_service_drops_everything(tmp_path: Path) -> None:
     )
 
 
+def test_sequential_runs_remember_every_earlier_run(tmp_path: Path) -> None:
+    """The CLI case: A, B, B (300 distinct documents each) keeps 300, 300, 0."""
+    a, b = documents("a", seed=1), documents("b", seed=2)
+    kept = [
+        len(DedupService("runs", method="minhash").dedup(docs, field="text").kept)
+        for docs in (a, b, b, a)
+    ]
+    assert kept == [300, 300, 0, 0]
+
+
+def test_a_record_is_not_a_duplicate_of_its_own_entry_under_the_same_owner() -> None:
+    """A job killed after the stores were written, before its verdicts were: same verdicts again."""
+    records = documents("r", seed=4, count=20)
+
+    def service(owner: str | None, method: str = "both") -> DedupService:
+        return DedupService("owned", method=method, embeddings=RandomEncoder(), owner=owner)  # type: ignore[arg-type]
+
+    assert len(service("run-1").dedup(records, field="text").kept) == 20
+    again = service("run-1").dedup(records, field="text")
+    assert len(again.kept) == 20
+    assert all(r["dedup"]["nearest_id"] != r["id"] for r in again.kept)
+    assert service("run-1").collection().count() == 20  # the rerun replaced its entries
+    # another owner, or none, finds every record stored, under its own id
+    for other in ("run-2", None):
+        for method in ("minhash", "embedding"):
+            result = service(other, method).dedup(records, field="text", remember=False)
+            assert result.kept == []
+            assert all(r["dedup"]["nearest_id"] == r["id"] for r in result.dropped)
+    # a copy under another id is still a duplicate for the same owner
+    copy = [{"id": "copy", "text": records[0]["text"]}]
+    assert service("run-1").dedup(copy, field="text").dropped[0]["dedup"]["nearest_id"] == "r0"
+    with pytest.raises(ValueError, match="unique"):
+        service("run-1").dedup(records[:1] * 2, field="text")
+
+
+def test_reset_forgets_everything_and_leaves_no_file(isolated_settings: Path) -> None:
+    service = DedupService("gone", method="minhash")
+    service.dedup(documents("g", seed=5, count=10), field="text")
+    assert service.minhash_path.exists()
+    service.reset()
+    assert not list((isolated_settings / "dedup").iterdir())
+    assert len(service.dedup(documents("g", seed=5, count=10), field="text").kept) == 10
+
+
 def test_chroma_writes_are_batched_below_the_max_batch_size(tmp_path: Path) -> None:
     texts = [f"persona number {i} with a unique trait {i * 7919}" for i in range(23)]
     service = DedupService(
@@ -246,13 +332,13 @@ def test_chroma_writes_are_batched_below_the_max_batch_size(tmp_path: Path) -> N
     )
     sizes: list[int] = []
     collection = service.collection()
-    original_add = collection.add
+    original_upsert = collection.upsert
 
-    def spy_add(**kwargs: Any) -> None:
+    def spy_upsert(**kwargs: Any) -> None:
         sizes.append(len(kwargs["ids"]))
-        original_add(**kwargs)
+        original_upsert(**kwargs)
 
-    collection.add = spy_add  # type: ignore[method-assign]
+    collection.upsert = spy_upsert  # type: ignore[method-assign]
     service.collection = lambda: collection  # type: ignore[method-assign]
     result = service.dedup(({"id": str(i), "text": t} for i, t in enumerate(texts)), field="text")
     assert len(result.kept) == 23

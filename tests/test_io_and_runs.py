@@ -79,7 +79,11 @@ def test_run_open_resume_and_clear_errors(tmp_path: Path) -> None:
     run.rejects.reject("t2", "text_to_persona", ValueError("bad"), raw="{")
     run.finish(personas=1)
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
-    assert manifest["status"] == "done" and manifest["counts"] == {"personas": 1, "rejects": 1}
+    assert manifest["status"] == "done" and manifest["counts"] == {
+        "personas": 1,
+        "rejects": 1,
+        "rejects_retryable": 0,
+    }
     assert manifest["versions"]["langgraph"]
 
     with pytest.raises(RunError, match="already holds run"):

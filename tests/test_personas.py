@@ -199,7 +199,11 @@ def test_resuming_a_finished_run_calls_no_model_and_writes_nothing(
 def test_records_judged_when_a_kill_cut_the_dedup_stage_short_are_kept_once(
     texts_dir: Path, tmp_path: Path
 ) -> None:
-    """The dedup memory is saved, then the kill lands before personas.jsonl is written."""
+    """The dedup memory is saved, then the kill lands before personas.jsonl is written.
+
+    The memory holds every persona under this run's id, so the resume must not
+    judge them duplicates of themselves.
+    """
     run_dir = tmp_path / "run"
     with use_chat_models(generator=PromptAwareFake()):
         personas_job(
@@ -209,13 +213,16 @@ def test_records_judged_when_a_kill_cut_the_dedup_stage_short_are_kept_once(
             show_progress=False,
         )
     kept = (run_dir / "personas.jsonl").read_text()
-    generated = [r["id"] for r in read_jsonl(run_dir / "generated.jsonl")]
     (run_dir / "personas.jsonl").unlink()
     (run_dir / "dropped.jsonl").unlink()
-    (run_dir / "dedup_in_flight.json").write_text(json.dumps(generated))
-    personas_job(texts_dir, run_dir, resume=str(run_dir), show_progress=False)
+    personas_job(
+        texts_dir,
+        run_dir,
+        context=PersonasContext(relations=["colleague"]),
+        resume=str(run_dir),
+        show_progress=False,
+    )
     again = list(read_jsonl(run_dir / "personas.jsonl"))
-    assert not (run_dir / "dedup_in_flight.json").exists()
     assert sorted(p["id"] for p in again) == sorted(
         json.loads(line)["id"] for line in kept.splitlines()
     )

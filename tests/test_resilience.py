@@ -131,7 +131,9 @@ def test_a_failing_record_goes_to_rejects_and_the_run_goes_on(
     assert reject["id"] == "poison" and reject["stage"] == "process"
     assert "500" in reject["error"] and "always broken" in reject["error"]
 
-    # Resuming skips what is written and what was rejected: nothing runs twice.
+    assert reject["retryable"] is True  # a 500 after every retry: the endpoint's fault
+
+    # Resuming skips what is written; the retryable reject is tried again (and fails again).
     again = run_batch(
         Run.open("test", resume=str(tmp_path / "run")),
         items,
@@ -140,7 +142,8 @@ def test_a_failing_record_goes_to_rejects_and_the_run_goes_on(
         output="out.jsonl",
         show_progress=False,
     )
-    assert (again.processed, again.skipped) == (0, 4)
+    assert (again.processed, again.skipped, again.retried, again.rejected) == (1, 3, 1, 1)
+    assert {r["source_id"] for r in read_jsonl(run.path("out.jsonl"))} == {"a", "b", "c"}
 
 
 def test_retry_after_header_forms() -> None:
@@ -181,13 +184,14 @@ def test_a_reply_cut_at_max_tokens_fails_the_record_without_reasking(
     assert len(fake_server.requests) == 1
 
 
-def test_embedded_model_gets_one_request_at_a_time_unless_set(
+def test_embedded_model_gets_one_request_per_server_slot_unless_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("SYNTHGRAPH_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("SYNTHGRAPH_LOCAL_SLOTS", "6")
     get_settings.cache_clear()
-    assert effective_concurrency(get_settings()) == 1
+    assert effective_concurrency(get_settings()) == 6
     monkeypatch.setenv("SYNTHGRAPH_MAX_CONCURRENCY", "3")
     get_settings.cache_clear()
     assert effective_concurrency(get_settings()) == 3

@@ -404,8 +404,9 @@ def test_embedded_model_writes_a_query_with_logprobs() -> None:
         {"document_id": "ftpdeck", "document": document},
         context=RetrievalContext(
             max_tokens=24,
-            examples_path=str(
-                BEIR.parent.parent / "examples" / "retrieval" / "software_packages.json"
+            examples=load_examples(
+                BEIR.parent.parent / "examples" / "retrieval" / "software_packages.json",
+                "promptagator",
             ),
         ),
     )

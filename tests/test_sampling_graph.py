@@ -217,8 +217,10 @@ def test_langchain_tool_runs_inside_the_workspace(isolated_settings: Path) -> No
         )
     assert result["processed"] == 1 and result["sft_records"] == 2
     assert result["sft_files"] == ["sft.jsonl", "sft_strong.jsonl", "sft_weak.jsonl"]
-    with pytest.raises(ValueError, match="outside the workspace"):
-        sample_verified_solutions.invoke({"problems_file": "/etc/passwd", "out_dir": "runs/s2"})
+    refused = sample_verified_solutions.invoke(
+        {"problems_file": "/etc/passwd", "out_dir": "runs/s2"}
+    )
+    assert "outside the workspace" in refused
 
 
 @pytest.mark.integration

@@ -18,6 +18,7 @@ from synthgraph.graphs.cli import app
 from synthgraph.graphs.personas_cli import synthesis_job
 from synthgraph.graphs.synthesis import SynthesisContext, graph
 from synthgraph.tools.io import InputError, read_jsonl
+from synthgraph.tools.workspace import workspace_root
 
 PERSONAS = [
     {
@@ -95,7 +96,8 @@ def test_an_item_that_never_validates_is_a_reject_naming_its_persona() -> None:
 
 def test_few_shot_examples_from_a_file_go_into_the_prompt() -> None:
     fake = PromptAwareFake()
-    few_shot = str(bundled_few_shot("math"))
+    few_shot = "math_examples.jsonl"  # a workspace path: the graph reads files only there
+    (workspace_root() / few_shot).write_text(bundled_few_shot("math").read_text())
     with use_chat_models(generator=fake):
         out = graph.invoke(
             {"personas": PERSONAS[:1]}, context=SynthesisContext(few_shot_file=few_shot)

@@ -10,6 +10,15 @@ keeps nothing.
 
 Nothing is written until a call has finished: a failed run leaves both stores
 as they were, so retrying it does not drop records against their own ghosts.
+A caller killed after that, before it wrote the verdicts, is covered by the
+`owner` of the stored entries (see `DedupService`).
+
+Concurrent runs on one namespace: each call holds an exclusive OS file lock
+(`<data_dir>/dedup/<namespace>.lock`) from loading the stores, through judging,
+to storing its kept records, so the next writer loads and judges against them;
+read-only calls (`remember=False`) share the lock. That is safe for processes
+and threads on one machine with a local filesystem. Several machines sharing a
+data dir (NFS, object storage) are not: flock does not hold across them.
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from synthgraph.tools.io import InputError, read_jsonl, read_table, write_records
+from synthgraph.tools.io import InputError, content_id, read_jsonl, read_table, write_records
+from synthgraph.tools.locks import file_lock
 from synthgraph.tools.minhash import MinHashDeduper, Verify
 
 Method = Literal["minhash", "embedding", "both"]
@@ -79,6 +89,12 @@ class DedupService:
     `threshold` is the Jaccard similarity of word sets for the MinHash stage
     and the cosine similarity for the embedding stage: a record scoring at
     least that against a kept record is dropped.
+
+    `owner` (e.g. a run id) tags what this service stores. A record is never a
+    duplicate of an entry stored by the same owner under the record's own id:
+    that entry is the record itself, stored by an attempt that was killed
+    before its caller wrote the verdict (stores are written first). So a
+    resumed job gets the same verdicts again; record ids must be unique per owner.
     """
 
     def __init__(
@@ -94,6 +110,7 @@ class DedupService:
         chroma_client: Any | None = None,
         max_batch_size: int | None = None,
         progress: ProgressCallback | None = None,
+        owner: str | None = None,
     ) -> None:
         if not _NAMESPACE.match(namespace):
             raise ValueError(
@@ -113,7 +130,9 @@ class DedupService:
             from synthgraph.tools.settings import get_settings
 
             data_dir = get_settings().data_dir
+        self.owner = owner
         self.minhash_path = Path(data_dir) / "dedup" / f"{namespace}.minhash.npz"
+        self.lock_path = self.minhash_path.with_name(f"{namespace}.lock")
         self.collection_name = f"dedup-{namespace}"
         self._embeddings = embeddings
         self._client = chroma_client
@@ -154,9 +173,11 @@ class DedupService:
         """Forget every record kept in this namespace (both stores)."""
         from chromadb.errors import NotFoundError
 
-        self.minhash_path.unlink(missing_ok=True)
-        with contextlib.suppress(NotFoundError):
-            self.client.delete_collection(self.collection_name)
+        with file_lock(self.lock_path):
+            self.minhash_path.unlink(missing_ok=True)
+            with contextlib.suppress(NotFoundError):
+                self.client.delete_collection(self.collection_name)
+            self.lock_path.unlink()  # leave nothing behind (`file_lock` allows it)
 
     # --- the service ------------------------------------------------------------
 
@@ -194,40 +215,53 @@ class DedupService:
         score = np.full(n, np.nan)
         stages: dict[str, StageCount] = {}
 
-        minhash: MinHashDeduper | None = None
-        if self.method in ("minhash", "both"):
-            minhash = MinHashDeduper(
-                self.threshold, bands=self.bands, verify=self.verify, path=self.minhash_path
-            )
-            self._report("minhash", 0, n)
-            verdicts = minhash.dedup(texts, ids)
-            self._report("minhash", n, n)
-            kept &= verdicts.kept
-            judged = np.flatnonzero(verdicts.has_tokens)
-            for i in judged.tolist():
-                stage[i], nearest[i], score[i] = (
-                    "minhash",
-                    verdicts.nearest_id[i],
-                    verdicts.score[i],
+        if self.owner and len(set(ids)) < len(ids):
+            raise ValueError(f"owner {self.owner!r}: record ids must be unique within a call")
+        # Load, judge and store under one lock: a concurrent writer's kept records
+        # are either all in the stores we load, or it judges against all of ours.
+        with file_lock(self.lock_path, shared=not remember):
+            minhash: MinHashDeduper | None = None
+            if self.method in ("minhash", "both"):
+                minhash = MinHashDeduper(
+                    self.threshold,
+                    bands=self.bands,
+                    verify=self.verify,
+                    path=self.minhash_path,
+                    owner=self.owner,
                 )
-            stages["minhash"] = StageCount(checked=len(judged), dropped=int((~verdicts.kept).sum()))
+                self._report("minhash", 0, n)
+                verdicts = minhash.dedup(texts, ids)
+                self._report("minhash", n, n)
+                kept &= verdicts.kept
+                judged = np.flatnonzero(verdicts.has_tokens)
+                for i in judged.tolist():
+                    stage[i], nearest[i], score[i] = (
+                        "minhash",
+                        verdicts.nearest_id[i],
+                        verdicts.score[i],
+                    )
+                stages["minhash"] = StageCount(
+                    checked=len(judged), dropped=int((~verdicts.kept).sum())
+                )
 
-        vectors: np.ndarray | None = None
-        if self.method in ("embedding", "both"):
-            survivors = np.flatnonzero(kept)
-            emb_kept, emb_nearest, emb_score, vectors = self._embedding_stage(
-                [texts[i] for i in survivors], [ids[i] for i in survivors]
-            )
-            for j, i in enumerate(survivors.tolist()):
-                stage[i], nearest[i], score[i] = "embedding", emb_nearest[j], emb_score[j]
-            kept[survivors] = emb_kept
-            stages["embedding"] = StageCount(checked=len(survivors), dropped=int((~emb_kept).sum()))
+            vectors: np.ndarray | None = None
+            if self.method in ("embedding", "both"):
+                survivors = np.flatnonzero(kept)
+                emb_kept, emb_nearest, emb_score, vectors = self._embedding_stage(
+                    [texts[i] for i in survivors], [ids[i] for i in survivors]
+                )
+                for j, i in enumerate(survivors.tolist()):
+                    stage[i], nearest[i], score[i] = "embedding", emb_nearest[j], emb_score[j]
+                kept[survivors] = emb_kept
+                stages["embedding"] = StageCount(
+                    checked=len(survivors), dropped=int((~emb_kept).sum())
+                )
 
-        # Remember the kept records only once every stage has finished.
-        if remember and vectors is not None and len(vectors):
-            self._add_vectors(vectors, [ids[i] for i in np.flatnonzero(kept)])
-        if remember and minhash is not None:
-            minhash.commit(kept)
+            # Remember the kept records only once every stage has finished.
+            if remember and vectors is not None and len(vectors):
+                self._add_vectors(vectors, [ids[i] for i in np.flatnonzero(kept)])
+            if remember and minhash is not None:
+                minhash.commit(kept)
 
         result = DedupResult(kept=[], dropped=[], stages=stages)
         for i, record in enumerate(rows):
@@ -264,15 +298,22 @@ class DedupService:
             size = len(chunk)
             best = np.full(size, -np.inf)
             best_id: list[str | None] = [None] * size
-            # Earlier runs: the nearest neighbour in Chroma (cosine distance = 1 - similarity).
+            # Earlier runs: the nearest neighbour in Chroma (cosine distance = 1 - similarity),
+            # skipping the record's own entry (one at most, see `_chroma_id`).
             if earlier:
                 found = collection.query(
-                    query_embeddings=chunk, n_results=1, include=["metadatas", "distances"]
+                    query_embeddings=chunk,
+                    n_results=min(earlier, 2 if self.owner else 1),
+                    include=["metadatas", "distances"],
                 )
                 for j in range(size):
-                    if found["distances"][j]:
-                        best[j] = 1.0 - found["distances"][j][0]
-                        best_id[j] = str(found["metadatas"][j][0]["record_id"])
+                    itself = self._chroma_id(ids[start + j])
+                    for key, distance, metadata in zip(
+                        found["ids"][j], found["distances"][j], found["metadatas"][j], strict=True
+                    ):
+                        if key != itself:
+                            best[j], best_id[j] = 1.0 - distance, str(metadata["record_id"])
+                            break
             # Earlier chunks of this call: exact, in numpy.
             if kept_count:
                 previous_ids = [ids[i] for i in np.flatnonzero(kept[:start])]
@@ -303,15 +344,22 @@ class DedupService:
             self._report("embedding", start + size, n)
         return kept, nearest, score, kept_vectors[:kept_count]
 
+    def _chroma_id(self, record_id: str) -> str | None:
+        """With an owner, one Chroma entry per (owner, record id): a rerun replaces its own.
+
+        Without one, record ids need not be unique across inputs, and each entry
+        gets a random Chroma id (None here).
+        """
+        return content_id(self.owner, record_id, length=32) if self.owner else None
+
     def _add_vectors(self, vectors: np.ndarray, ids: list[str]) -> None:
         """Add kept vectors to the collection, in writes no larger than Chroma accepts."""
         collection = self.collection()
         step = self.max_batch_size()
         for start in range(0, len(ids), step):
             batch_ids = ids[start : start + step]
-            collection.add(
-                # Record ids need not be unique across inputs; Chroma ids must be.
-                ids=[uuid.uuid4().hex for _ in batch_ids],
+            collection.upsert(
+                ids=[self._chroma_id(record_id) or uuid.uuid4().hex for record_id in batch_ids],
                 embeddings=vectors[start : start + step],
                 metadatas=[{"record_id": record_id} for record_id in batch_ids],
             )

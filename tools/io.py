@@ -7,22 +7,65 @@ plus `done_ids`, is what makes `--resume` exactly-once for every graph.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from synthgraph.tools.log import redact
 
 
 class InputError(ValueError):
     """Bad input, naming the file, the record and the cause."""
+
+
+def _cause(error: Exception) -> str | None:
+    """What a reader's exception says about its input file (None: not about the input)."""
+    import pyarrow  # only once something failed: it is slow to import
+
+    detail = " ".join(str(error).split())  # libraries' messages span lines; ours is one
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {error.object[error.start]:#04x}); save it as UTF-8"
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON ({error.msg} at line {error.lineno})"
+    if isinstance(error, pd.errors.ParserError):
+        return f"not valid CSV ({detail})"
+    if isinstance(error, pyarrow.ArrowException):
+        if "magic bytes" in detail:
+            return "not a Parquet file"
+        return f"not a readable Parquet file ({detail})"
+    if isinstance(error, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, OSError):
+        return f"cannot read it ({error.strerror or error})"
+    return None
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Read `path` inside this: decode, parse and file errors become one `InputError` naming it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as error:
+        cause = _cause(error)
+        if cause is None:
+            raise
+        raise InputError(f"{path}: {cause}") from error
 
 
 def content_id(*parts: str, length: int = 16) -> str:
@@ -31,11 +74,29 @@ def content_id(*parts: str, length: int = 16) -> str:
     return digest[:length]
 
 
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """`os.open` that refuses a link, symbolic or hard, as the file itself (`InputError`).
+
+    Outputs are opened this way, so a link planted where a run writes cannot
+    send its records (or a tail repair) to a file somewhere else.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(f"{path}: a symbolic link; outputs never go through links") from error
+        raise
+    if os.fstat(fd).st_nlink > 1:  # a hard link is a second name of a file that may lie elsewhere
+        os.close(fd)
+        raise InputError(f"{path}: has other hard links; outputs are never written through them")
+    return fd
+
+
 def _repair_tail(path: Path) -> None:
     """Cut a torn last line left by a killed writer, keeping every whole line."""
     if not path.exists() or path.stat().st_size == 0:
         return
-    with path.open("rb+") as handle:
+    with os.fdopen(open_nofollow(path, os.O_RDWR), "rb+") as handle:
         handle.seek(-1, os.SEEK_END)
         if handle.read(1) == b"\n":
             return
@@ -56,7 +117,7 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _repair_tail(self.path)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: int | None = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._lock = threading.Lock()
         self._fsync = fsync
         self.count = 0
@@ -98,29 +159,46 @@ class JsonlWriter:
 
 
 class RejectsWriter(JsonlWriter):
-    """Records that failed for good: id, stage, error, raw output."""
+    """Records that failed: id, stage, error, raw output, and whether a retry may fix it.
+
+    `retryable` is decided by the caller from the exception (the endpoint was
+    down, rate-limited or answered garbage); `--resume` retries those inputs.
+    """
 
     def reject(
-        self, record_id: str | None, stage: str, error: BaseException | str, raw: str | None = None
+        self,
+        record_id: str | None,
+        stage: str,
+        error: BaseException | str,
+        raw: str | None = None,
+        *,
+        retryable: bool = False,
     ) -> None:
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         if raw is None and not isinstance(error, str):
             raw = getattr(error, "raw", None)
-        self.write(
-            {
-                "id": record_id,
-                "stage": stage,
-                "error": message,
-                "raw": raw,
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
+        record = {
+            "id": record_id,
+            "stage": stage,
+            "error": message,
+            "raw": raw,
+            "retryable": retryable,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.write(redact(record))  # endpoints echo API keys in their errors
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None, bool]]:
-    """(line number, record or None, problem or None, is the file's last, unterminated line)."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    """(line number, record or None, problem or None, is the file's last, unterminated line).
+
+    A line that is not UTF-8 stops the read: the file is not text, so no record of it is.
+    """
+    with reading(path), path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InputError(f"{path}:{number}: {_cause(error)}") from error
             if not line.strip():
                 continue
             try:
@@ -161,17 +239,39 @@ def done_ids(path: Path | str, id_field: str = "id") -> set[str]:
     return {str(r[id_field]) for r in read_jsonl(path) if r.get(id_field) is not None}
 
 
-def read_table(path: Path | str) -> pd.DataFrame:
-    """A CSV, Parquet or JSONL file as a DataFrame."""
+_NESTED = (list, tuple, dict, np.ndarray)
+
+
+def read_table(path: Path | str, flat: bool = False) -> pd.DataFrame:
+    """A CSV, Parquet or JSONL file as a DataFrame (an empty file: no rows).
+
+    With `flat`, a cell holding a list or struct is an `InputError` naming its row and column.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in {".jsonl", ".ndjson"}:
-        return pd.DataFrame(list(read_jsonl(path)))
-    raise InputError(f"{path}: unsupported table format {suffix!r} (use .csv, .parquet or .jsonl)")
+    with reading(path):
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix == ".csv":
+            try:
+                frame = pd.read_csv(path)
+            except pd.errors.EmptyDataError:
+                frame = pd.DataFrame()
+        elif suffix in {".jsonl", ".ndjson"}:
+            frame = pd.DataFrame(list(read_jsonl(path)))
+        else:
+            raise InputError(
+                f"{path}: unsupported table format {suffix!r} (use .csv, .parquet or .jsonl)"
+            )
+    if flat:
+        for column in frame.select_dtypes(include="object").columns:
+            nested = frame[column].map(lambda value: isinstance(value, _NESTED))
+            if nested.any():
+                raise InputError(
+                    f"{path}: row {int(nested.argmax()) + 1}, column {column!r}: "
+                    "a list or struct where a flat value is needed"
+                )
+    return frame
 
 
 def write_table(frame: pd.DataFrame, path: Path | str) -> Path:
@@ -179,6 +279,7 @@ def write_table(frame: pd.DataFrame, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a link planted at tmp goes, instead of being written through
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         frame.to_parquet(tmp, index=False)
@@ -210,7 +311,9 @@ def write_json(data: Any, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", "utf-8")
+    tmp.unlink(missing_ok=True)  # a link planted at tmp goes, instead of being written through
+    text = json.dumps(redact(data), indent=2, ensure_ascii=False, default=str)
+    tmp.write_text(text + "\n", "utf-8")
     tmp.replace(path)
     return path
 
@@ -271,6 +374,8 @@ def load_texts(
         rows: Iterable[tuple[str, Any]] = _jsonl_rows(path, problems)
     elif suffix in {".parquet", ".csv"}:
         frame = read_table(path)
+        if frame.empty:
+            return records, problems
         if text_field not in frame.columns:
             raise InputError(
                 f"{path}: no column {text_field!r} (columns: {', '.join(map(str, frame.columns))}); "
@@ -278,7 +383,10 @@ def load_texts(
             )
         rows = ((f"row {i + 1}", row) for i, row in enumerate(frame.to_dict("records")))
     elif suffix in suffixes:
-        text = path.read_text(encoding="utf-8").strip()
+        with reading(path):
+            text = path.read_text(encoding="utf-8").strip()
+        if not text:
+            return records, [InputProblem(path.name, "empty file")]
         return [TextRecord(content_id(text), text, path.name, {"file": path.name})], problems
     else:
         raise InputError(
@@ -292,7 +400,9 @@ def load_texts(
             continue
         text = text.strip()
         raw_id = row.get(id_field)
-        record_id = str(raw_id) if raw_id not in (None, "") else content_id(text)
+        # A missing cell (None, NaN, "") or a nested one is no id: derive one from the text.
+        given = pd.api.types.is_scalar(raw_id) and not pd.isna(raw_id) and raw_id != ""
+        record_id = str(raw_id) if given else content_id(text)
         meta = {k: v for k, v in row.items() if k not in {text_field, id_field}}
         records.append(TextRecord(record_id, text, where, meta))
     return records, problems

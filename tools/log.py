@@ -6,52 +6,104 @@ The LangGraph server configures structlog itself, so library code only calls
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import structlog
+from pydantic import BaseModel, SecretStr
 
 from synthgraph.tools.settings import get_settings
 
-_SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
-# Provider keys that may leak through error messages or URLs.
-_SECRET_PATTERNS = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
+# A field with one of these names holds a secret whatever its value ("max_tokens" does not).
+_SECRET_KEYS = re.compile(
+    r"(?:^|[_-])(?:api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE
+)
+# Provider keys and bearer tokens that may leak through error messages or URLs.
+_SECRET_PATTERNS = r"\bsk-[A-Za-z0-9_\-]{8,}|\bBearer\s+[A-Za-z0-9._\-]{8,}"
+# Shorter configured keys are placeholders (`ollama`, `EMPTY`): masking them would mangle data.
+_MIN_SECRET_LENGTH = 8
 REDACTED = "**redacted**"
+T = TypeVar("T")
 
 
 def get_logger(name: str | None = None, **bound: Any) -> Any:
     return structlog.get_logger(name).bind(**bound) if bound else structlog.get_logger(name)
 
 
-def _known_secrets() -> list[str]:
-    settings = get_settings()
-    key = settings.api_key.get_secret_value() if settings.api_key else ""
-    return [key] if len(key) >= 4 else []
+def _known_secrets() -> tuple[str, ...]:
+    """The value of every `SecretStr` setting (the API keys of all roles), longest first."""
+    try:
+        settings = get_settings()
+    except ValueError:  # invalid settings: nothing was sent anywhere with them yet
+        return ()
+    values = {
+        value.get_secret_value()
+        for value in (getattr(settings, name) for name in type(settings).model_fields)
+        if isinstance(value, SecretStr)
+    }
+    return tuple(sorted((v for v in values if len(v) >= _MIN_SECRET_LENGTH), key=len, reverse=True))
 
 
-def _scrub(value: Any, secrets: list[str]) -> Any:
+@lru_cache(maxsize=8)
+def _secrets_pattern(secrets: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex per set of known secrets (settings change in tests), compiled once."""
+    return re.compile("|".join([*map(re.escape, secrets), _SECRET_PATTERNS]))
+
+
+def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return _SECRET_PATTERNS.sub(REDACTED, value)
+        return pattern.sub(REDACTED, value)
+    if isinstance(value, bytes):  # surrogateescape: any bytes round-trip unchanged
+        text = value.decode("utf-8", "surrogateescape")
+        return pattern.sub(REDACTED, text).encode("utf-8", "surrogateescape")
     if isinstance(value, dict):
         return {
-            k: REDACTED if _SECRET_KEYS.search(str(k)) else _scrub(v, secrets)
+            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, pattern)
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
-        return type(value)(_scrub(v, secrets) for v in value)
+    if isinstance(value, list | set | frozenset):
+        return type(value)(_scrub(v, pattern) for v in value)
+    if isinstance(value, tuple):
+        items = [_scrub(v, pattern) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, BaseModel):  # chat messages, structured outputs
+        names = list(type(value).model_fields)
+        return value.model_copy(update={k: _scrub(getattr(value, k), pattern) for k in names})
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = [f.name for f in dataclasses.fields(value) if f.init]
+        return dataclasses.replace(value, **{k: _scrub(getattr(value, k), pattern) for k in names})
+    if isinstance(value, BaseException):  # serializers store it as its repr anyway
+        return pattern.sub(REDACTED, repr(value))
     return value
+
+
+def redact(value: T) -> T:
+    """`value` without secrets: the configured API keys, `sk-...` keys and bearer tokens.
+
+    Strings, bytes, dicts (a field named like `api_key` or `Authorization` is
+    masked whole), lists, tuples, sets, pydantic models and dataclasses are
+    copied with every string redacted; an exception becomes its redacted repr;
+    other values come back as they are. Everything written to disk or printed
+    passes through here: endpoints echo keys in their errors.
+    """
+    result: T = _scrub(value, _secrets_pattern(_known_secrets()))
+    return result
+
+
+def tool_error_text(error: Exception) -> str:
+    """A failed tool's answer to the model (`handle_tool_error=`): the reason, redacted."""
+    return redact(str(error))
 
 
 def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: no API key, token or password reaches a log line."""
-    secrets = _known_secrets()
     for key in list(event):
-        event[key] = REDACTED if _SECRET_KEYS.search(key) else _scrub(event[key], secrets)
+        event[key] = REDACTED if _SECRET_KEYS.search(key) else redact(event[key])
     return event
 
 

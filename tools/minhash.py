@@ -253,16 +253,18 @@ class IndexMismatchError(ValueError):
 
 
 class MinHashIndex:
-    """Kept documents of earlier runs: ids, band keys and token hashes.
+    """Kept documents of earlier runs: ids, owners, band keys and token hashes.
 
     Token hashes (not signatures) are stored: they are smaller (~20 words vs
     128 values per persona), allow exact verification, and signatures can be
-    recomputed from them.
+    recomputed from them. An owner is whoever stored the document ("" for none),
+    see `MinHashDeduper`.
     """
 
     def __init__(self, bands: int, rows: int, num_perm: int, seed: int) -> None:
         self.params = np.array([bands, rows, num_perm, seed], dtype=np.int64)
         self.ids: list[str] = []
+        self.owners: list[str] = []
         self.keys = np.zeros((0, bands), dtype=np.uint64)
         self.tokens = np.zeros(0, dtype=np.uint64)
         self.offsets = np.zeros(1, dtype=np.int64)
@@ -272,9 +274,15 @@ class MinHashIndex:
         return len(self.ids)
 
     def add(
-        self, ids: Sequence[str], keys: np.ndarray, tokens: np.ndarray, offsets: np.ndarray
+        self,
+        ids: Sequence[str],
+        owner: str,
+        keys: np.ndarray,
+        tokens: np.ndarray,
+        offsets: np.ndarray,
     ) -> None:
         self.ids.extend(ids)
+        self.owners.extend([owner] * len(ids))
         self.keys = np.concatenate([self.keys, keys])
         self.tokens = np.concatenate([self.tokens, tokens])
         self.offsets = np.concatenate([self.offsets, offsets[1:] + self.offsets[-1]])
@@ -314,6 +322,7 @@ class MinHashIndex:
             tmp,
             params=self.params,
             ids=np.array(self.ids, dtype=np.str_),
+            owners=np.array(self.owners, dtype=np.str_),
             keys=self.keys,
             tokens=self.tokens,
             offsets=self.offsets,
@@ -332,6 +341,10 @@ class MinHashIndex:
                     f"not {index.params.tolist()}; use the same settings or reset the namespace"
                 )
             index.ids = stored["ids"].tolist()
+            # Files written before owners existed: nobody owns their documents.
+            index.owners = (
+                stored["owners"].tolist() if "owners" in stored.files else [""] * len(index.ids)
+            )
             index.keys = stored["keys"]
             index.tokens = stored["tokens"]
             index.offsets = stored["offsets"]
@@ -358,6 +371,10 @@ class MinHashDeduper:
     `dedup` compares each document with the stored index (earlier runs) and
     with the documents kept before it in the same call; `commit` stores the
     kept ones so later runs see them.
+
+    With an `owner` (e.g. a run id), a document is never a duplicate of an entry
+    that owner stored under the document's own id: that entry is the document
+    itself, committed by an attempt killed before its caller wrote the verdict.
     """
 
     def __init__(
@@ -368,11 +385,13 @@ class MinHashDeduper:
         verify: Verify = "exact",
         seed: int = 1,
         path: Path | None = None,
+        owner: str | None = None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.verify = verify
+        self.owner = owner or ""
         self.hasher = MinHasher(num_perm, seed)
         self.bands, self.rows = bands or choose_bands(threshold, num_perm)
         self.path = path
@@ -477,16 +496,21 @@ class MinHashDeduper:
         query, stored = self.index.lookup(keys)
         ok = has_tokens[query]
         query, stored = query[ok], stored[ok]
+        if self.owner:
+            itself = np.fromiter(
+                (
+                    self.index.owners[d] == self.owner and self.index.ids[d] == ids[q]
+                    for q, d in zip(query.tolist(), stored.tolist(), strict=True)
+                ),
+                dtype=bool,
+                count=len(query),
+            )
+            query, stored = query[~itself], stored[~itself]
         distinct, where = np.unique(stored, return_inverse=True)
-        stored_sigs = self.hasher.signatures_of_hashes(*_subset(self.index, distinct))
-        scores = self._score(
-            sigs,
-            query,
-            stored_sigs,
-            where,
-            (tokens, offsets),
-            (self.index.tokens, self.index.offsets),
-        )
+        # `where` indexes `distinct`: signatures and tokens both come from that subset.
+        subset = _subset(self.index, distinct)
+        stored_sigs = self.hasher.signatures_of_hashes(*subset)
+        scores = self._score(sigs, query, stored_sigs, where, (tokens, offsets), subset)
         candidates = len(query)
         scored = ~np.isnan(scores)
         query, stored, scores = query[scored], stored[scored], scores[scored]
@@ -535,6 +559,7 @@ class MinHashDeduper:
         values, lengths = _gather(tokens, offsets, docs)
         self.index.add(
             [ids[d] for d in docs.tolist()],
+            self.owner,
             keys[docs],
             values,
             np.r_[0, np.cumsum(lengths)].astype(np.int64),

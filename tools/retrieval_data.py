@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from synthgraph.tools.io import InputError, read_jsonl
+from synthgraph.tools.io import InputError, read_jsonl, reading
 
 Style = Literal["promptagator", "vanilla", "gbq"]
 STYLES: tuple[Style, ...] = ("promptagator", "vanilla", "gbq")
@@ -52,10 +52,8 @@ def load_examples(path: Path, style: Style) -> ExampleSet:
     task: str | None = None
     rows: list[dict[str, Any]]
     if path.suffix.lower() == ".json":
-        try:
+        with reading(path):
             data = json.loads(path.read_text("utf-8"))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}: not valid JSON ({error.msg})") from error
         if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
             raise InputError(f"{path}: expected an object with an `examples` list")
         task = data.get("task") or None
@@ -118,8 +116,15 @@ def load_beir(folder: Path, split: str | None = None) -> BeirSet:
     return BeirSet(corpus, queries, qrels)
 
 
+def corpus_file(path: Path) -> Path:
+    """A BEIR folder stands for its `corpus.jsonl`; any other path for itself."""
+    path = Path(path)
+    return path / "corpus.jsonl" if (path / "corpus.jsonl").is_file() else path
+
+
 def load_corpus(path: Path) -> dict[str, str]:
-    """`_id` → text (title and text joined) from a BEIR `corpus.jsonl`."""
+    """`_id` → text (title and text joined) from a BEIR `corpus.jsonl` (or its folder)."""
+    path = corpus_file(path)
     corpus: dict[str, str] = {}
     for number, row in enumerate(read_jsonl(path), start=1):
         if "_id" not in row or not isinstance(row.get("text"), str):
@@ -134,7 +139,7 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise InputError(f"{path}: no such qrels file")
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
+    with reading(path), path.open(encoding="utf-8", newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
             if not row or (number == 1 and row[0] == "query-id"):
                 continue

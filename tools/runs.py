@@ -5,25 +5,37 @@ JSONL outputs, `rejects.jsonl`, `checkpoint.sqlite` (LangGraph's SQLite
 checkpointer) and `manifest.json` (config, versions, counts, timings).
 Resuming opens the same folder again; outputs are append-only and the graphs
 skip records whose ids are already written, so nothing runs twice.
+
+Rejects are append-only too. A reject is *current* while its id is not done
+in an output of the run (`Run.outputs`): when a resumed run retries a
+retryable reject and the input succeeds, the old line stays as history but no
+longer counts. `counts.rejects` in the manifest is the number of distinct
+current reject ids, `counts.rejects_retryable` those whose every line is
+retryable. `counts.inputs`, `counts.inputs_rejected` and
+`counts.inputs_retryable` count the batch's inputs (see `graphs/batch.py`).
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from synthgraph.tools.io import (
+    InputError,
+    InputProblem,
     JsonlWriter,
     RejectsWriter,
-    count_records,
+    content_id,
     done_ids,
     read_jsonl,
     write_json,
@@ -33,11 +45,25 @@ from synthgraph.tools.settings import get_settings
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
 CHECKPOINT = "checkpoint.sqlite"
+INPUT_IDS = "input_ids.jsonl"  # id and content hash of every input the run has taken on
 _VERSIONED = ("synthgraph", "langgraph", "langchain-openai", "openai", "chromadb", "torch")
 
 
 class RunError(ValueError):
     """A run folder that cannot be started or resumed as asked."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Current reject ids (not done since), split by whether a retry may fix them."""
+
+    final: frozenset[str]
+    retryable: frozenset[str]
+    """Ids whose every reject line says `retryable` (lines without the field are final)."""
+
+    @property
+    def all(self) -> frozenset[str]:
+        return self.final | self.retryable
 
 
 def new_run_id() -> str:
@@ -65,6 +91,8 @@ class Run:
         self.manifest = manifest
         self._started = time.monotonic()
         self.rejects = RejectsWriter(root / REJECTS)
+        self.batch_inputs: dict[str, Literal["final", "retryable"] | None] = {}
+        """This attempt's batch inputs (set by `run_batch`): id → why it is rejected, None if not."""
 
     @classmethod
     def open(
@@ -85,6 +113,8 @@ class Run:
             manifest = _read_manifest(root)
             if manifest.get("graph") != graph:
                 raise RunError(f"{root} is a {manifest.get('graph')!r} run, not {graph!r}")
+            if config is not None:
+                _check_same_config(root, manifest.get("config", {}), config)
             manifest.setdefault("resumed_at", []).append(_now())
             run = cls(root, manifest["run_id"], graph, manifest)
             run.save_manifest()
@@ -125,17 +155,65 @@ class Run:
         return done_ids(self.root / name, id_field)
 
     def rejected_ids(self) -> set[str]:
+        """Every id ever rejected, current or not (to write a reject only once)."""
         path = self.root / REJECTS
         return {str(r["id"]) for r in read_jsonl(path) if r.get("id")} if path.exists() else set()
 
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Outputs whose records mark inputs done: file name → id field (set by `run_batch`)."""
+        return self.manifest.setdefault("outputs", {})
+
+    def rejected(self, done: Collection[str] | None = None) -> Rejected:
+        """Current reject ids: those not in `done` (default: every id done in `outputs`)."""
+        if done is None:
+            done = set().union(*(self.done(name, field) for name, field in self.outputs.items()))
+        path = self.root / REJECTS
+        final: set[str] = set()
+        retryable: set[str] = set()
+        for record in read_jsonl(path) if path.exists() else ():
+            record_id = record.get("id")
+            if record_id is None or str(record_id) in done:
+                continue
+            (retryable if record.get("retryable") is True else final).add(str(record_id))
+        return Rejected(frozenset(final), frozenset(retryable - final))
+
+    def reject_inputs(self, problems: Iterable[InputProblem], stage: str = "load") -> None:
+        """Input records that cannot be used: rejected for good, once, and counted as inputs."""
+        already = self.rejected_ids()
+        for problem in problems:
+            if problem.record not in already:
+                self.rejects.reject(problem.record, stage, problem.cause)
+            self.batch_inputs[problem.record] = "final"
+
+    def check_inputs(self, contents: dict[str, str], source: str) -> None:
+        """Remember each input id's content; an id this run took on with other content is bad input.
+
+        Without this, resuming over an edited input would skip a changed record
+        whose id is already done, and the outputs would silently mix versions.
+        """
+        path = self.root / INPUT_IDS
+        known = {r["id"]: r["sha"] for r in read_jsonl(path)} if path.exists() else {}
+        hashes = {record_id: content_id(text) for record_id, text in contents.items()}
+        for record_id, sha in hashes.items():
+            if known.get(record_id, sha) != sha:
+                raise InputError(
+                    f"{source}: record {record_id!r} differs from the record with that id this run "
+                    "already took on; give it a new id, or start a new run"
+                )
+        with self.writer(INPUT_IDS) as writer:
+            writer.write_many({"id": i, "sha": sha} for i, sha in hashes.items() if i not in known)
+
     @contextmanager
     def checkpointer(self) -> Iterator[Any]:
-        """LangGraph's SQLite checkpointer for this run (thread id: the run id)."""
+        """LangGraph's SQLite checkpointer for this run (thread id: the run id), redacted."""
         from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from synthgraph.tools.checkpoints import RedactingSerializer
 
         connection = sqlite3.connect(str(self.root / CHECKPOINT), check_same_thread=False)
         try:
-            yield SqliteSaver(connection)
+            yield SqliteSaver(connection, serde=RedactingSerializer())
         finally:
             connection.close()
 
@@ -153,8 +231,17 @@ class Run:
         self.manifest["timings"][stage] = round(self.manifest["timings"].get(stage, 0) + seconds, 3)
 
     def finish(self, status: str = "done", **counts: int) -> None:
+        rejected = self.rejected()
         self.manifest["counts"].update(counts)
-        self.manifest["counts"]["rejects"] = count_records(self.root / REJECTS)
+        if self.batch_inputs:
+            states = list(self.batch_inputs.values())
+            self.manifest["counts"].update(
+                inputs=len(states),
+                inputs_rejected=sum(state is not None for state in states),
+                inputs_retryable=states.count("retryable"),
+            )
+        self.manifest["counts"]["rejects"] = len(rejected.all)
+        self.manifest["counts"]["rejects_retryable"] = len(rejected.retryable)
         self.timing("total", time.monotonic() - self._started)
         self.manifest["status"] = status
         self.manifest["finished_at"] = _now()
@@ -166,9 +253,40 @@ class Run:
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
-    import json
-
     return json.loads((root / MANIFEST).read_text("utf-8"))
+
+
+def _check_same_config(root: Path, stored: dict[str, Any], config: dict[str, Any]) -> None:
+    """Resuming with other options would mix two configurations in one run's outputs."""
+    given = json.loads(json.dumps(config, default=str))  # compare as the manifest stores it
+    differing = _config_differences(stored, given)
+    if differing:
+        shown = "; ".join(
+            f"{key}: run {_short(old)}, now {_short(new)}" for key, old, new in differing[:5]
+        )
+        raise RunError(
+            f"cannot resume {root}: its config differs ({shown}); "
+            "resume with no options (the run's own are used), with all of them as they were, "
+            "or start a new run"
+        )
+
+
+def _config_differences(stored: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, stored value, given value) where two configs differ; None: key missing."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return [
+            difference
+            for name in sorted(set(stored) | set(given), key=str)
+            for difference in _config_differences(
+                stored.get(name), given.get(name), f"{prefix}{name}."
+            )
+        ]
+    return [] if stored == given else [(prefix.rstrip("."), stored, given)]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _now() -> str:

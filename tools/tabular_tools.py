@@ -60,9 +60,9 @@ def fit_tabular_model(
 ) -> str:
     """Train a TabularARGN on a table (and optional context) and save it."""
     try:
-        data = read_table(confine(data_path))
-        context = read_table(confine(context_path)) if context_path else None
-        out = confine(model_dir)
+        out = confine(model_dir)  # outputs first: a refused path costs no work
+        data = read_table(confine(data_path), flat=True)
+        context = read_table(confine(context_path), flat=True) if context_path else None
         model = TabularARGN(max_epochs=max_epochs, max_minutes=max_minutes, seed=seed)
         model.fit(data, context=context, context_key=context_key)
         model.save(out)
@@ -116,8 +116,9 @@ def generate_synthetic_table(
 ) -> str:
     """Sample synthetic rows from a saved model, optionally conditioned on seed values."""
     try:
+        out = confine(output_path)
         model = TabularARGN.load(confine(model_dir))
-        seed_frame = read_table(confine(seed_path)) if seed_path else None
+        seed_frame = read_table(confine(seed_path), flat=True) if seed_path else None
         if seed_frame is not None and len(seed_frame) > MAX_ROWS:
             raise ValueError(f"the seed table has {len(seed_frame)} rows; the limit is {MAX_ROWS}")
         options: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "seed": seed}
@@ -129,7 +130,7 @@ def generate_synthetic_table(
             synthetic = model.sample(
                 rows if seed_frame is None else None, seed_data=seed_frame, **options
             )
-        out = write_table(synthetic, confine(output_path))
+        write_table(synthetic, out)
     except (InputError, ValueError, KeyError, OSError) as error:
         raise _tool_errors(error) from error
     return json.dumps(
@@ -149,12 +150,13 @@ class ImputeArgs(BaseModel):
 def impute_table(model_dir: str, data_path: str, output_path: str, seed: int | None = None) -> str:
     """Fill the missing cells of a table with values drawn from the model; known cells stay."""
     try:
+        out = confine(output_path)
         model = TabularARGN.load(confine(model_dir))
-        data = read_table(confine(data_path))
+        data = read_table(confine(data_path), flat=True)
         if len(data) > MAX_ROWS:
             raise ValueError(f"the table has {len(data)} rows; the limit is {MAX_ROWS}")
         imputed = model.impute(data, seed=seed)
-        out = write_table(imputed, confine(output_path))
+        write_table(imputed, out)
     except (InputError, ValueError, KeyError, OSError, RuntimeError) as error:
         raise _tool_errors(error) from error
     return json.dumps(
@@ -187,12 +189,13 @@ def tabular_quality_report(
 ) -> str:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
     try:
-        synthetic = read_table(confine(synthetic_path))
-        training = read_table(confine(training_path))
-        holdout = read_table(confine(holdout_path)) if holdout_path else None
+        report_file = confine(report_path) if report_path else None
+        synthetic = read_table(confine(synthetic_path), flat=True)
+        training = read_table(confine(training_path), flat=True)
+        holdout = read_table(confine(holdout_path), flat=True) if holdout_path else None
         report = quality_report(synthetic, training, holdout)
-        if report_path:
-            write_json(report, confine(report_path))
+        if report_file:
+            write_json(report, report_file)
     except (InputError, ValueError, KeyError, OSError) as error:
         raise _tool_errors(error) from error
     summary = {"accuracy": report["accuracy"], "dcr_share": report.get("dcr", {}).get("share")}

@@ -21,7 +21,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from typing_extensions import TypedDict
 
-from synthgraph.agents.personas import RECORD_ERRORS, call_seed, load_few_shot, synthesize_item
+from synthgraph.agents.personas import (
+    RECORD_ERRORS,
+    bundled_few_shot,
+    call_seed,
+    load_few_shot,
+    synthesize_item,
+)
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.io import content_id
 from synthgraph.tools.workspace import confine
@@ -78,7 +84,10 @@ def context_few_shot(context: SynthesisContext, confined: bool = True) -> list[d
         return context.few_shot[: context.few_shot_count]
     if not context.few_shot_file:
         return []
-    path = confine(context.few_shot_file) if confined else Path(context.few_shot_file)
+    path = Path(context.few_shot_file)
+    shipped = bundled_few_shot(context.task).resolve()
+    if confined and path.resolve() != shipped:  # the shipped examples are read-only package data
+        path = confine(path)
     return load_few_shot(path, context.task, context.few_shot_count)
 
 

@@ -18,6 +18,7 @@ from fakes import scripted_model
 from personas_fake_models import PromptAwareFake
 
 from synthgraph.agents.llm import use_chat_models
+from synthgraph.agents.personas import bundled_few_shot
 from synthgraph.graphs.agentinstruct_tools import generate_instructions_tool
 from synthgraph.graphs.personas_tools import personas_tool, synthesis_tool
 from synthgraph.graphs.retrieval import RetrievalContext
@@ -264,6 +265,12 @@ def test_the_synthesis_tool_still_shows_its_bundled_examples(
     )
     assert reply["items"] == 1
     assert "Examples of good answers" in fake.calls[0]
+    # The graph (Studio, MCP) may name the shipped examples too: read-only package data.
+    out = synthesis_graph.invoke(
+        {"personas": [PERSONA]},
+        context=SynthesisContext(task="math", few_shot_file=str(bundled_few_shot("math"))),
+    )
+    assert len(out["items"]) == 1 and "Examples of good answers" in fake.calls[-1]
 
 
 def test_confine_follows_links_inside_the_workspace_and_through_linked_folders(

@@ -19,7 +19,13 @@ from typing_extensions import TypedDict
 from synthgraph.agents.retrieval import query_messages, sample_queries
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.io import InputError
-from synthgraph.tools.retrieval_data import ExampleSet, Style, default_examples_path, load_examples
+from synthgraph.tools.retrieval_data import (
+    Example,
+    ExampleSet,
+    Style,
+    default_examples_path,
+    load_examples,
+)
 from synthgraph.tools.workspace import confine
 
 
@@ -66,6 +72,15 @@ class RetrievalState(RetrievalInput, RetrievalOutput, total=False):
 def context_examples(context: RetrievalContext, confined: bool = True) -> ExampleSet:
     """The run's example set. A path from graph input (Studio, MCP) must lie in the workspace;
     trusted callers such as the CLI pass `confined=False` and hand the set over in `examples`."""
+    if isinstance(context.examples, dict):  # from Studio or MCP: the set as plain JSON
+        raw = context.examples
+        try:
+            examples = tuple(Example(**example) for example in raw.get("examples", []))
+        except TypeError as error:
+            raise InputError(
+                f"context.examples: each needs document and query ({error})"
+            ) from error
+        return ExampleSet(examples, raw.get("task"))
     if context.examples is not None:
         return context.examples
     if not context.examples_path:

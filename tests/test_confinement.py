@@ -305,3 +305,16 @@ def test_outputs_are_not_written_through_links(outside: Path, tmp_path: Path) ->
     with pytest.raises(InputError, match="hard links"):
         JsonlWriter(tmp_path / "hard.jsonl")
     assert secret.read_text() == SECRET + "\n"
+
+
+def test_the_retrieval_graph_takes_an_example_set_as_plain_json(fake: PromptAwareFake) -> None:
+    # Studio and MCP send the context as JSON: the set arrives as a dict, not an ExampleSet.
+    examples = {
+        "task": "find the page",
+        "examples": [{"document": "Tide tables.", "query": "tides"}],
+    }
+    out = retrieval_graph.invoke(
+        {"document_id": "d1", "document": "A harmless text."},
+        context=RetrievalContext(examples=examples),  # type: ignore[arg-type]
+    )
+    assert "tides" in fake.calls[0] and out["queries"]

@@ -39,6 +39,7 @@ from synthgraph.tools.io import (
     InputError,
     TextRecord,
     content_id,
+    count_records,
     load_texts,
     read_jsonl,
     write_json,
@@ -172,18 +173,10 @@ def generate_job(
         summary.skipped += result.skipped
     run.timing("generate", time.monotonic() - started)
     summary.seconds["generate"] = round(time.monotonic() - started, 1)
-    summary.pairs = sum(1 for _ in _lines(run.path(PAIRS)))
+    summary.pairs = count_records(run.path(PAIRS))
     run.finish(status="stopped" if summary.stopped_early else "done", pairs=summary.pairs)
     summary.rejects = run.manifest["counts"].get("rejects", 0)
     return summary
-
-
-def _lines(path: Path) -> list[str]:
-    return (
-        [line for line in path.read_text("utf-8").splitlines() if line.strip()]
-        if path.exists()
-        else []
-    )
 
 
 @retrieval_app.command("generate")

@@ -301,3 +301,29 @@ def test_an_endpoint_still_failing_after_retries_is_one_line_not_a_traceback(
     result = CliRunner().invoke(app, ["ask", "a job"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith("error: the endpoint failed")
+
+
+def test_a_run_folder_in_use_by_another_process_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = Run.open("personas", out=tmp_path / "run", config={})
+    run.finish()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "from synthgraph.tools.runs import Run; import sys, time; "
+         f"Run.open('personas', resume={str(tmp_path / 'run')!r}); print('held', flush=True); "
+         "time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match="in use by another process"):
+            Run.open("personas", resume=str(tmp_path / "run"))
+        texts = _texts(tmp_path / "texts")
+        busy = CliRunner().invoke(app, ["personas", str(texts), "--resume", str(tmp_path / "run")])
+        assert busy.exit_code == 2 and "in use by another process" in busy.output
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel drops a killed holder's lock: the run can be taken again at once.
+    Run.open("personas", resume=str(tmp_path / "run")).finish()

@@ -17,7 +17,9 @@ retryable. `counts.inputs`, `counts.inputs_rejected` and
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import secrets
 import sqlite3
@@ -45,6 +47,7 @@ from synthgraph.tools.settings import get_settings
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
 CHECKPOINT = "checkpoint.sqlite"
+LOCK = "run.lock"  # held by the one process working on the run
 INPUT_IDS = "input_ids.jsonl"  # id and content hash of every input the run has taken on
 _VERSIONED = ("synthgraph", "langgraph", "langchain-openai", "openai", "chromadb", "torch")
 
@@ -110,6 +113,7 @@ class Run:
                 root = out
             if not (root / MANIFEST).exists():
                 raise RunError(f"cannot resume {resume!r}: no {MANIFEST} in {root}")
+            _hold(root)
             manifest = _read_manifest(root)
             if manifest.get("graph") != graph:
                 raise RunError(f"{root} is a {manifest.get('graph')!r} run, not {graph!r}")
@@ -122,13 +126,14 @@ class Run:
 
         run_id = new_run_id()
         root = out or runs_dir / run_id
+        root.mkdir(parents=True, exist_ok=True)
+        _hold(root)
         if (root / MANIFEST).exists():
             existing = _read_manifest(root).get("run_id")
             raise RunError(
                 f"{root} already holds run {existing}; pass --resume {root} to continue it "
                 "or choose another --out"
             )
-        root.mkdir(parents=True, exist_ok=True)
         manifest = {
             "run_id": run_id,
             "graph": graph,
@@ -247,9 +252,38 @@ class Run:
         self.manifest["finished_at"] = _now()
         self.save_manifest()
         self.rejects.close()
+        _release(self.root)
 
     def save_manifest(self) -> None:
         write_json(self.manifest, self.root / MANIFEST)
+
+
+_held: dict[Path, int] = {}
+"""Run folders this process holds: real path → the locked file's descriptor."""
+
+
+def _hold(root: Path) -> None:
+    """Lock the run folder for this process, or refuse: two processes on one run would both
+    take the same pending inputs. The kernel drops the lock when the process dies (kill -9 too).
+    The same process may open it again (a resume after a failed attempt in one session)."""
+    key = root.resolve()
+    if key in _held:
+        return
+    fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunError(
+            f"{root} is in use by another process; wait for it to end, or choose another --out"
+        ) from None
+    _held[key] = fd
+
+
+def _release(root: Path) -> None:
+    fd = _held.pop(root.resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

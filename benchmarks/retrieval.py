@@ -1,16 +1,17 @@
 """Benchmark: Promptagator-style training data → fine-tuned MiniLM on the Debian set.
 
-The whole loop on `/work/shared/data/debian-descriptions` (BEIR layout):
+The whole loop on a BEIR folder (default `../shared/data/debian-descriptions`
+relative to the repository root):
 generate queries for a seeded random sample of corpus documents (never from
 the queries file) with the embedded model, filter, mine hard negatives, train
 the bi-encoder on unfiltered and on filtered pairs, train a cross-encoder
 reranker, and evaluate on dev (and on test with --test). Every stage is
 resumable: run it again and it continues where it stopped.
 
-    python benchmarks/retrieval.py                          # the hour: 2,000 documents, dev only
+    python benchmarks/retrieval.py                          # the hour: 2,000 documents, dev only,
+                                                            # log-prob, reranker and round-trip filters
     python benchmarks/retrieval.py --stages eval --test     # report test once
-    python benchmarks/retrieval.py --logprobs               # also the InPars-v1 filter (~3x slower
-                                                            # generation on llama.cpp)
+    python benchmarks/retrieval.py --data DIR --out OUT     # another BEIR folder
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from synthgraph.tools.io import read_jsonl, write_json, write_records
 from synthgraph.tools.retrieval_data import load_qrels
 from synthgraph.tools.retrieval_training import train_bi_encoder, train_cross_encoder
 
-DATA = Path("/work/shared/data/debian-descriptions")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "debian-descriptions"
 EXAMPLES = (
     Path(__file__).resolve().parent.parent / "examples" / "retrieval" / "software_packages.json"
 )
@@ -80,7 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/"
+    )
     parser.add_argument("--out", type=Path, default=Path("data/bench/retrieval"))
     parser.add_argument(
         "--docs", type=int, default=2000, help="corpus documents to write queries for"
@@ -89,9 +92,9 @@ def main() -> None:
     parser.add_argument(
         "--logprobs",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="ask for token log-probs (the logprob filter needs them; llama-cpp-python then sorts "
-        "its whole vocabulary per token, ~3x slower, so the hour-long default skips that filter)",
+        default=True,
+        help="ask for token log-probs (the InPars-v1 logprob filter needs them; cheap on the "
+        "embedded llama-server)",
     )
     parser.add_argument(
         "--eval-docs", type=int, default=2500, help="size of the evaluation corpus (0: all)"

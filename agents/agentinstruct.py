@@ -5,7 +5,7 @@ format, refinement ideas), `taxonomy.json` (instruction type -> description),
 `transformations/<name>.md` (one content-transformation agent each) and,
 optionally, a file overriding any generic prompt of `prompts/agentinstruct/`
 (e.g. `record.md`, which lays out the final chat messages). Each agent below is
-one LLM call; the graph in `synthgraph.graphs.agentinstruct` wires them.
+one LLM call; the graph in `synthgraph.graphs.agentinstruct.graph` wires them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 from synthgraph.agents.llm import finish_reason, invoke_structured, invoke_text
-from synthgraph.prompts import list_prompts, prompt_exists, render_messages
+from synthgraph.prompts import list_prompts, load_prompt, prompt_exists, render_messages
+from synthgraph.tools.text import strip_code_fence
 
 SKILLS_FOLDER = "skills"
 GENERIC_FOLDER = "agentinstruct"
@@ -283,7 +284,11 @@ def suggest_refinements(
     **model_kwargs: Any,
 ) -> str:
     """The suggester: concrete ways to make the task harder or more specific."""
-    ideas = "\n".join(f"- {idea}" for idea in skill.refinement_suggestions) or "- Add a constraint."
+    # A skill without refinement ideas of its own gets the generic ones (`ideas.md`).
+    ideas = (
+        "\n".join(f"- {idea}" for idea in skill.refinement_suggestions)
+        or load_prompt(skill.prompt("ideas.md")).strip()
+    )
     messages = render_messages(
         skill.prompt("suggest.md"),
         skill=skill.name,
@@ -366,15 +371,10 @@ def _as_instruction(text: str, record_id: str | None) -> str:
     return task
 
 
-_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.S)
-
-
 def _json_text(text: str, record_id: str | None, what: str, cut: bool = False) -> str:
     """The reply's JSON (fences removed), pretty-printed; not JSON is an error naming the record."""
-    fenced = _FENCE.search(text)
-    candidate = fenced.group(1) if fenced else text
     try:
-        data = json.loads(candidate)
+        data = json.loads(strip_code_fence(text))
     except json.JSONDecodeError as error:
         cause = "the reply was cut at max_tokens" if cut else error.msg
         raise UnusableReplyError(

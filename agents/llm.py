@@ -23,6 +23,7 @@ from synthgraph.agents.local_model import STRONG_MODEL, assemble, local_endpoint
 from synthgraph.agents.resilience import call_with_retries, checked_http_client
 from synthgraph.prompts import fill, load_prompt
 from synthgraph.tools.settings import Role, Settings, StructuredMethod, get_settings
+from synthgraph.tools.text import strip_code_fence
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 MessageLike = BaseMessage | tuple[str, str]
@@ -238,7 +239,7 @@ def _parse(schema: type[SchemaT], reply: Any) -> tuple[SchemaT | None, str | Non
         )
     raw = _raw_text(reply)
     try:
-        return schema.model_validate_json(_strip_fences(raw or "")), raw, ""
+        return schema.model_validate_json(strip_code_fence(raw or "")), raw, ""
     except ValidationError as error:
         return None, raw, _describe(error)
 
@@ -265,14 +266,6 @@ def _raw_text(message: Any) -> str | None:
     if not content and getattr(message, "tool_calls", None):
         return json.dumps(message.tool_calls[0].get("args", {}))
     return content if isinstance(content, str) else json.dumps(content)
-
-
-def _strip_fences(text: str) -> str:
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return text.strip()
 
 
 def _describe(error: BaseException | None) -> str:

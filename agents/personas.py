@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from synthgraph.agents.llm import StructuredOutputError, invoke_structured
 from synthgraph.prompts import fill, load_prompt, render_messages
 from synthgraph.tools.io import InputError, content_id, read_jsonl
+from synthgraph.tools.text import clip
 
 TASKS = ("math", "instruction", "knowledge", "npc", "tool")
 # Failures that belong to one record (a reply that never validated, or was cut
@@ -60,8 +61,9 @@ def persona_from_text(
     **model_kwargs: Any,
 ) -> PersonaDraft:
     """Text-to-Persona: one person likely to `perspective` (read, write, like, dislike) `text`."""
-    clipped = text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " ..."
-    messages = render_messages("personas/text_to_persona.md", text=clipped, perspective=perspective)
+    messages = render_messages(
+        "personas/text_to_persona.md", text=clip(text, max_chars), perspective=perspective
+    )
     return invoke_structured(
         PersonaDraft, messages, role="generator", record_id=record_id, **model_kwargs
     )
@@ -164,12 +166,16 @@ def format_examples(examples: list[dict[str, Any]], task: str) -> str:
     if not examples:
         return ""
     fields = list(ITEM_SCHEMAS[task].model_fields)
-    lines = []
+    template = load_prompt("synthesis/example.md").strip()
+    blocks = []
     for example in examples:
         answer = {k: example[k] for k in fields if k in example}
-        who = f"Example persona: {example['persona']}\n" if example.get("persona") else ""
-        lines.append(f"{who}Example answer: {json.dumps(answer, ensure_ascii=False)}")
-    return "\n" + fill(load_prompt("synthesis/examples.md"), examples="\n\n".join(lines)) + "\n"
+        block = fill(
+            template, persona=example.get("persona"), answer=json.dumps(answer, ensure_ascii=False)
+        )
+        # An example without a persona shows its answer only (the template's last line).
+        blocks.append(block if example.get("persona") else block.splitlines()[-1])
+    return "\n" + fill(load_prompt("synthesis/examples.md"), examples="\n\n".join(blocks)) + "\n"
 
 
 def synthesize_item(

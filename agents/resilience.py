@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
+from typing_extensions import TypedDict  # pydantic (Studio schemas) needs it before Python 3.12
 
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.settings import Settings, get_settings
@@ -222,3 +223,28 @@ def call_with_retries(
             )
             time.sleep(delay)
             attempt += 1
+
+
+class Rejection(TypedDict):
+    """One thing a graph could not make: the one shape of a reject in graph state and in files."""
+
+    id: str
+    stage: str
+    error: str
+    raw: str | None
+    retryable: bool
+    """The endpoint failed (down, rate-limited, garbage reply): a later try may succeed."""
+
+
+def rejection(
+    record_id: str, stage: str, error: BaseException | str, raw: str | None = None
+) -> Rejection:
+    """The reject of `record_id` at `stage`; an exception's `raw` reply and retryability are kept."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {
+        "id": record_id,
+        "stage": stage,
+        "error": message,
+        "raw": raw or getattr(error, "raw", None),
+        "retryable": not isinstance(error, str) and is_retryable(error),
+    }

@@ -23,8 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
-from synthgraph.graphs.retrieval import RetrievalContext
-from synthgraph.graphs.retrieval_cli import (
+from synthgraph.graphs.retrieval.graph import RetrievalContext
+from synthgraph.graphs.retrieval.job import (
     TRIPLES,
     eval_job,
     filter_job,
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument(
         "--docs", type=int, default=2000, help="corpus documents to write queries for"
     )
-    parser.add_argument("--gen-minutes", type=float, default=30.0, help="time budget of generation")
+    parser.add_argument("--gen-minutes", type=float, default=25.0, help="time budget of generation")
     parser.add_argument(
         "--logprobs",
         action=argparse.BooleanOptionalAction,
@@ -139,6 +139,7 @@ def main() -> None:
             context=context,
             limit=args.docs,
             resume=resume,
+            dedupe_ids=True,  # the Debian corpus repeats a few ids; keep the first copy
             max_minutes=args.gen_minutes,
             show_progress=False,
         )

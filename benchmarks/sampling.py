@@ -184,9 +184,9 @@ def main() -> None:
     get_settings.cache_clear()  # read again, with the variables above
 
     from synthgraph.agents.llm import get_chat_model, use_chat_models
-    from synthgraph.graphs.sampling import DEFAULT_PARAMS, GRAPH_NAME, SamplingContext, run_sampling
+    from synthgraph.graphs.sampling.graph import SamplingContext
+    from synthgraph.graphs.sampling.job import DEFAULT_PARAMS, sampling_job
     from synthgraph.tools.log import configure_logging
-    from synthgraph.tools.runs import Run
 
     configure_logging(json_lines=True, level="WARNING")
     started = time.monotonic()
@@ -213,19 +213,21 @@ def main() -> None:
             if time.monotonic() - started > args.minutes * 60:
                 print(f"time limit reached before problem {limit - args.chunk + 1}", flush=True)
                 break
-            run = Run.open(GRAPH_NAME, out=args.out, resume=resume, config=config)
-            resume = str(args.out)
             chunk_started = time.monotonic()
             # The judge reads long prompts: checking the first problems bounds its cost.
             context.judge_per_model = args.judge_per_model if limit <= args.judge_problems else 0
-            result, report = run_sampling(
+            result = sampling_job(
                 problems_file,
-                run,
+                args.out,
                 context,
+                resume=resume,
+                config=config,
                 limit=min(limit, args.problems),
                 workers=2,
                 show_progress=False,
             )
+            resume = str(args.out)
+            report = result.report
             print(
                 json.dumps(
                     {

@@ -15,9 +15,10 @@ from typing import Any
 
 from synthgraph.agents.personas import bundled_few_shot
 from synthgraph.graphs.cli_support import console, progress, stdout, table
-from synthgraph.graphs.personas import PersonasContext, graph
-from synthgraph.graphs.personas_cli import personas_job, synthesis_job
-from synthgraph.graphs.synthesis import SynthesisContext
+from synthgraph.graphs.personas.graph import PersonasContext, graph
+from synthgraph.graphs.personas.job import personas_job
+from synthgraph.graphs.synthesis.graph import SynthesisContext
+from synthgraph.graphs.synthesis.job import synthesis_job
 from synthgraph.tools.dedup import DedupService
 from synthgraph.tools.io import read_jsonl, write_records
 from synthgraph.tools.log import configure_logging

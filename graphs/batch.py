@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
@@ -40,7 +40,6 @@ class BatchResult:
     rejected: int = 0
     """Inputs rejected in this attempt."""
     written: int = 0
-    outputs: list[dict[str, Any]] = field(default_factory=list)
     inputs: int = 0
     """Distinct inputs given, done or not."""
     retried: int = 0
@@ -90,7 +89,6 @@ def run_batch(
     description: str = "processing",
     workers: int | None = None,
     show_progress: bool = True,
-    keep_outputs: bool = False,
 ) -> BatchResult:
     """Run `process` on every item not yet done and append its records to `output`.
 
@@ -152,8 +150,6 @@ def run_batch(
                     if outcome:  # no record written: not done, a resume tries it again
                         done.add(record_id)
                     result.written += len(outcome)
-                    if keep_outputs:
-                        result.outputs.extend(outcome)
                 result.processed += 1
                 bar.advance(task)
     finally:

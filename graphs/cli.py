@@ -1,16 +1,21 @@
 """The `synthgraph` command line.
 
-Foundation commands live here (`doctor`, `serve`, `ask`); each data graph adds
-its command group from its own `*_cli.py` module at the bottom of this file.
+Foundation commands live here (`doctor`, `serve`, `build-server`, `ask`). Each feature's
+commands live in `graphs/<feature>/cli.py` and are loaded only when that command runs
+(`FEATURE_COMMANDS`), so `synthgraph --help` imports neither torch nor LangGraph.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import json
 import signal
 from typing import Annotated, Any
 
+import click
 import typer
+from rich.text import Text
 
 from synthgraph.graphs.cli_support import (
     UserErrorsGroup,
@@ -23,12 +28,147 @@ from synthgraph.graphs.cli_support import (
 from synthgraph.tools.log import configure_logging, get_logger
 from synthgraph.tools.settings import get_settings
 
+# Command name → (module, attribute, one-line help). The attribute is a typer app (a command
+# group) or a command function. The help is repeated here so that listing commands imports none.
+FEATURE_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "dedup": (
+        "synthgraph.graphs.dedup_cli",
+        "dedup_command",
+        "Drop near-duplicates: MinHash on words, then MiniLM embeddings in Chroma.",
+    ),
+    "personas": (
+        "synthgraph.graphs.personas.cli",
+        "personas_command",
+        "Infer personas from texts, expand them through relations, dedup them (PersonaHub).",
+    ),
+    "synthesize": (
+        "synthgraph.graphs.synthesis.cli",
+        "synthesize_command",
+        "Write task items (math, instruction, knowledge, npc, tool) from each persona's view.",
+    ),
+    "instruct": (
+        "synthgraph.graphs.agentinstruct.cli",
+        "instruct_command",
+        "AgentInstruct: turn seed documents into instruction data (chat messages with provenance).",
+    ),
+    "instruct-export": (
+        "synthgraph.graphs.agentinstruct.cli",
+        "instruct_export_command",
+        "Export AgentInstruct output as a Hugging Face dataset (Parquet + dataset card).",
+    ),
+    "sampling": (
+        "synthgraph.graphs.sampling.cli",
+        "sampling_app",
+        "Weak-cheap vs strong-expensive sampling at a matched compute budget.",
+    ),
+    "retrieval": (
+        "synthgraph.graphs.retrieval.cli",
+        "retrieval_app",
+        "Retrieval training data: generate queries, filter, train, evaluate.",
+    ),
+    "tabular": (
+        "synthgraph.graphs.tabular.cli",
+        "app",
+        "TabularARGN synthetic tables: fit, sample, impute, report.",
+    ),
+}
+
+
+class FeatureCommands(UserErrorsGroup):
+    """The root group: feature commands are listed from `FEATURE_COMMANDS` and imported only
+    when one runs; a renamed flag of that command (its module's `DEPRECATED_FLAGS`) is
+    rewritten to the new spelling with a warning."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *FEATURE_COMMANDS]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in FEATURE_COMMANDS:
+            return super().get_command(ctx, name)
+        # For listing only: the help line, without importing the feature.
+        summary = FEATURE_COMMANDS[name][2]
+        return click.Command(name, help=summary, short_help=summary)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            name, command, rest = super().resolve_command(ctx, args)
+        except typer.TyperException as error:  # typer's own click: its UsageError
+            # Typer suggests from the commands it holds; the features are only named here.
+            close = difflib.get_close_matches(args[0] if args else "", self.list_commands(ctx))
+            message = getattr(error, "message", None)
+            if close and isinstance(message, str) and "Did you mean" not in message:
+                error.message += f" Did you mean {', '.join(repr(c) for c in close)}?"
+            raise
+        if name in FEATURE_COMMANDS:
+            module = importlib.import_module(FEATURE_COMMANDS[name][0])
+            command = _feature_command(name, getattr(module, FEATURE_COMMANDS[name][1]))
+            renamed = getattr(module, "DEPRECATED_FLAGS", {})
+            rest = _renamed_flags(rest, renamed, _options_with_values(command))
+        return name, command, rest
+
+
+def _feature_command(name: str, target: Any) -> click.Command:
+    if isinstance(target, typer.Typer):
+        command: click.Command = typer.main.get_group(target)
+    else:
+        single = typer.Typer(pretty_exceptions_show_locals=False, add_completion=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+def _options_with_values(command: click.Command) -> set[str]:
+    """Every option name of the command (and its subcommands) that takes a value."""
+    names = {
+        name
+        for param in command.params
+        # typer carries its own copy of click, so the kind is read, not type-checked
+        if param.param_type_name == "option"
+        and not getattr(param, "is_flag", False)
+        and param.nargs != 0
+        for name in param.opts
+    }
+    for sub in getattr(command, "commands", {}).values():
+        names |= _options_with_values(sub)
+    return names
+
+
+def _renamed_flags(args: list[str], renamed: dict[str, str], with_values: set[str]) -> list[str]:
+    """The old spelling of a renamed flag still works for one release, with a warning.
+    An option's value is never rewritten, even when it spells an old flag."""
+    result: list[str] = []
+    value_next = False
+    for position, arg in enumerate(args):
+        if value_next:
+            value_next = False
+            result.append(arg)
+            continue
+        if arg == "--":  # everything after it is an argument, not a flag
+            return [*result, *args[position:]]
+        flag, equals, value = arg.partition("=")
+        if flag in renamed:
+            console.print(
+                Text.assemble(
+                    ("warning:", "bold yellow"), f" {flag} is deprecated; use {renamed[flag]}"
+                ),
+                soft_wrap=True,
+            )
+            flag = renamed[flag]
+            arg = flag + equals + value
+        value_next = not equals and flag in with_values
+        result.append(arg)
+    return result
+
+
 app = typer.Typer(
     name="synthgraph",
     help="A multi-agent synthetic-data factory built on LangGraph.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    cls=UserErrorsGroup,
+    cls=FeatureCommands,
 )
 log = get_logger(__name__)
 
@@ -147,35 +287,6 @@ def ask(
     except StructuredOutputError as error:
         fail(f"the model gave no valid answer: {error}")
     stdout.print_json(json.dumps(result))
-
-
-# --- command groups of the data graphs -------------------------------------------
-
-from synthgraph.graphs.dedup_cli import dedup_command  # noqa: E402
-
-app.command("dedup")(dedup_command)
-
-from synthgraph.graphs.personas_cli import personas_command, synthesize_command  # noqa: E402
-
-app.command("personas")(personas_command)
-app.command("synthesize")(synthesize_command)
-
-from synthgraph.graphs.agentinstruct_cli import instruct_command, instruct_export_command  # noqa: E402
-
-app.command("instruct")(instruct_command)
-app.command("instruct-export")(instruct_export_command)
-
-from synthgraph.graphs.sampling_cli import sampling_app  # noqa: E402
-
-app.add_typer(sampling_app, name="sampling")
-
-from synthgraph.graphs.retrieval_cli import retrieval_app  # noqa: E402
-
-app.add_typer(retrieval_app, name="retrieval")
-
-from synthgraph.graphs.tabular_cli import app as tabular_app  # noqa: E402
-
-app.add_typer(tabular_app, name="tabular")
 
 
 def main() -> None:

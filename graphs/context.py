@@ -18,8 +18,6 @@ class RunContext:
     """Sampling temperature for this run; unset: SYNTHGRAPH_TEMPERATURE."""
     max_tokens: int | None = None
     """Completion length cap for this run; unset: SYNTHGRAPH_MAX_TOKENS."""
-    run_dir: str | None = None
-    """Where this run writes outputs and rejects; unset: keep results in the state only."""
 
     def model_kwargs(self) -> dict[str, float | int]:
         """Overrides for `get_chat_model` / `invoke_*`, only those that are set."""

@@ -1,7 +1,7 @@
 """TabularARGN: synthetic tables from an any-order autoregressive network (arXiv 2501.12012).
 
-Only torch, numpy, pandas and safetensors are used here; LangChain tools that
-wrap this package live in `synthgraph.tools.tabular_tools`.
+Only torch, numpy, pandas and safetensors are used here; the jobs, command, tools
+and graph that use this package live in `synthgraph.graphs.tabular`.
 """
 
 from synthgraph.tabular.argn import TabularARGN

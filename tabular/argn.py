@@ -22,7 +22,13 @@ from synthgraph.tabular.encoding.numeric import protected_bounds
 from synthgraph.tabular.model import ARGNNet, NetConfig, summed_cross_entropy
 from synthgraph.tabular.sampling import banned_tokens, sample_codes
 from synthgraph.tabular.sequential import SequenceConfig, SequenceNet, extra_dim
-from synthgraph.tabular.training import ProgressCallback, TrainConfig, seed_everything, train
+from synthgraph.tabular.training import (
+    DEFAULT_EPOCHS,
+    ProgressCallback,
+    TrainConfig,
+    seed_everything,
+    train,
+)
 
 FORMAT = "synthgraph.tabular.argn/1"
 LENGTH_COLUMN = "__sequence_length__"
@@ -137,10 +143,11 @@ class TabularARGN:
     def __init__(
         self,
         *,
-        max_epochs: int = 100,
+        max_epochs: int = DEFAULT_EPOCHS,
         max_minutes: float | None = None,
         batch_size: int | None = None,
         learning_rate: float = 3e-3,
+        weight_decay: float = 1e-5,
         val_fraction: float = 0.1,
         patience: int = 4,
         dropout: float = 0.2,
@@ -156,6 +163,7 @@ class TabularARGN:
             max_minutes=max_minutes,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            weight_decay=weight_decay,
             val_fraction=val_fraction,
             patience=patience,
             seed=seed,
@@ -293,25 +301,36 @@ class TabularARGN:
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
-        return_context: bool = False,
-    ) -> Any:
+    ) -> pd.DataFrame:
         """Synthetic rows.
 
         Flat: `n_rows` rows, or one row per row of `seed_data` whose cells are kept.
         Sequential: the event table for `n_rows` new entities, or for each row of
-        `context` (which must hold the key column); with `return_context=True`
-        a (context, events) pair.
+        `context` (which must hold the key column); `sample_with_context` also
+        returns the entities' context rows.
         """
-        generator, rng = _randomness(seed)
         if self.flat is None:
             raise RuntimeError("fit or load a model first")
         if not self.is_sequential:
             if context is not None:
                 raise ValueError("context is for sequential models; use seed_data for flat ones")
+            generator, rng = _randomness(seed)
             return self._sample_flat(n_rows, seed_data, temperature, top_p, generator, rng)
-        return self._sample_sequential(
-            n_rows, context, temperature, top_p, generator, rng, return_context
-        )
+        return self.sample_with_context(n_rows, context, temperature, top_p, seed)[1]
+
+    def sample_with_context(
+        self,
+        n_rows: int | None = None,
+        context: pd.DataFrame | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """A sequential model's (context, events) tables: `n_rows` new entities, or `context`'s."""
+        if not self.is_sequential:
+            raise RuntimeError("sample_with_context needs a fitted sequential model")
+        generator, rng = _randomness(seed)
+        return self._sample_sequential(n_rows, context, temperature, top_p, generator, rng)
 
     def _sample_flat(
         self,
@@ -350,8 +369,7 @@ class TabularARGN:
         top_p: float,
         generator: torch.Generator,
         rng: np.random.Generator,
-        return_context: bool,
-    ) -> Any:
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         assert (
             self.flat is not None
             and self.sequence_net is not None
@@ -406,8 +424,6 @@ class TabularARGN:
         order = np.lexsort((step, entity))
         events = self.events_encoder.decode(codes[order], rng)
         events.insert(0, key, keys.iloc[entity[order]].to_numpy())
-        if not return_context:
-            return events
         if context is not None:
             synthetic_context = _string_columns(context)
         else:
@@ -424,8 +440,10 @@ class TabularARGN:
         seed: int | None = None,
     ) -> pd.DataFrame:
         """Fill the missing cells of a flat table; known cells are kept as they are."""
-        if self.flat is None or self.is_sequential:
-            raise RuntimeError("impute needs a fitted flat model")
+        if self.flat is None:
+            raise RuntimeError("fit or load a model first")
+        if self.is_sequential:  # the caller's mistake, not the program's: a ValueError
+            raise ValueError("impute needs a fitted flat model")
         generator, rng = _randomness(seed)
         encoder = self.flat.encoder
         frame = _string_columns(data)
@@ -486,10 +504,7 @@ class TabularARGN:
         meta = json.loads((path / META_FILE).read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} does not hold a {FORMAT} model")
-        model = cls(
-            **{k: v for k, v in meta["train_config"].items() if k != "weight_decay"},
-            **meta["options"],
-        )
+        model = cls(**meta["train_config"], **meta["options"])
         model.dropout = meta["dropout"]
         model.context_key = meta["context_key"]
         model.key_dtype = meta["key_dtype"]

@@ -22,10 +22,13 @@ from torch import nn
 ProgressCallback = Callable[[dict[str, Any]], None]
 LossFunction = Callable[[np.ndarray, torch.Generator], torch.Tensor]
 
+# The one default epoch limit (model, command, tool, graph); early stopping usually ends sooner.
+DEFAULT_EPOCHS = 100
+
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = 100
+    max_epochs: int = DEFAULT_EPOCHS
     max_minutes: float | None = None
     batch_size: int | None = None
     learning_rate: float = 3e-3

@@ -7,6 +7,7 @@ a reply.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -29,10 +30,11 @@ from synthgraph.agents.agentinstruct import (
     load_skill,
     sample_instruction_types,
     sample_transformations,
+    suggest_refinements,
     transform_seed,
 )
 from synthgraph.agents.llm import use_chat_models
-from synthgraph.graphs.agentinstruct import AgentInstructContext, excerpt, graph
+from synthgraph.graphs.agentinstruct.graph import AgentInstructContext, excerpt, graph
 from synthgraph.prompts import load_prompt
 from synthgraph.tools.io import content_id
 
@@ -110,7 +112,7 @@ def run_graph(
     **context: Any,
 ) -> tuple[dict[str, Any], PromptRules, PromptRules]:
     fake_generator, fake_judge = models(judge, generator)
-    context.setdefault("dedup_method", "minhash")
+    context.setdefault("dedup", "minhash")
     with use_chat_models(generator=fake_generator, judge=fake_judge):
         result = graph.invoke(
             {"seeds": seeds or [SEED], "skills": skills or ["reading_comprehension"]},
@@ -195,9 +197,7 @@ def test_a_skill_added_as_files_runs_through_the_graph(new_skill: str) -> None:
 
 # --- content transformation: routing -------------------------------------------------------
 def test_routing_all_applies_every_transformation_of_the_skill() -> None:
-    result, _, _ = run_graph(
-        routing="all", instructions_per_seed=9, refine_rounds=0, dedup_method="none"
-    )
+    result, _, _ = run_graph(routing="all", instructions_per_seed=9, refine_rounds=0, dedup="none")
     assert {r["transformation"] for r in result["instructions"]} == set(
         load_skill("reading_comprehension").transformations
     )
@@ -243,7 +243,7 @@ def test_routing_llm_that_never_names_a_real_transformation_is_rejected_not_fata
         refine_rounds=0,
     )
     assert [r["skill"] for r in result["instructions"]] == ["coding"]
-    [rejected] = [r for r in result["rejected"] if r["stage"] == "route"]
+    [rejected] = [r for r in result["rejects"] if r["stage"] == "route"]
     assert (
         rejected["id"] == "s1/reading_comprehension"
         and "StructuredOutputError" in rejected["error"]
@@ -255,7 +255,7 @@ def test_tool_use_needs_json_function_specs() -> None:
         skills=["tool_use"], refine_rounds=0, generator=lambda p: "Sorry, no JSON today."
     )
     assert result["instructions"] == []
-    [rejected] = result["rejected"]
+    [rejected] = result["rejects"]
     assert rejected["stage"] == "transform" and "not valid JSON" in rejected["error"]
     assert rejected["raw"] == "Sorry, no JSON today."
 
@@ -287,7 +287,7 @@ def test_instructions_per_seed_are_spread_over_the_transformed_texts() -> None:
         transformations_per_seed=2,
         instructions_per_seed=5,
         refine_rounds=0,
-        dedup_method="none",
+        dedup="none",
     )
     per_transformation: dict[str, int] = {}
     for record in result["instructions"]:
@@ -297,10 +297,10 @@ def test_instructions_per_seed_are_spread_over_the_transformed_texts() -> None:
     assert sorted(per_transformation.values()) == [2, 3]
 
 
-def test_judge_rejection_sends_the_pair_to_rejected_with_reasons() -> None:
+def test_judge_rejection_sends_the_pair_to_rejects_with_reasons() -> None:
     result, _, judge = run_graph(judge=lambda _: BAD, refine_rounds=2)
     assert result["instructions"] == []
-    [rejected] = result["rejected"]
+    [rejected] = result["rejects"]
     assert rejected["stage"] == "judge"
     assert (
         "correct=False, score=1" in rejected["error"]
@@ -312,7 +312,7 @@ def test_judge_rejection_sends_the_pair_to_rejected_with_reasons() -> None:
 
 def test_low_score_is_rejected_even_when_marked_correct() -> None:
     result, _, _ = run_graph(judge=lambda _: {**GOOD, "score": 2}, min_score=3, refine_rounds=0)
-    assert result["instructions"] == [] and result["rejected"][0]["stage"] == "judge"
+    assert result["instructions"] == [] and result["rejects"][0]["stage"] == "judge"
 
 
 # --- refinement -------------------------------------------------------------------------------
@@ -340,6 +340,16 @@ def test_refinement_stops_when_the_judge_rejects_an_edit_and_keeps_the_last_good
     assert record["instruction"].startswith("Question about")
     assert record["messages"][-1]["content"] == "Cats hunt at dawn and dusk."
     assert sum("Give 1 or 2 concrete suggestions" in p for p in generator.prompts) == 1
+
+
+def test_a_skill_without_refinement_ideas_gets_the_generic_ones() -> None:
+    skill = dataclasses.replace(load_skill("coding"), refinement_suggestions=())
+    generator, _ = models()
+    with use_chat_models(generator=generator):
+        suggest_refinements(
+            skill, "def f(): pass", "Explain f in one sentence.", "It does nothing."
+        )
+    assert load_prompt("agentinstruct/ideas.md").strip() in generator.prompts[0]
 
 
 def test_zero_refine_rounds_skips_the_suggester() -> None:
@@ -392,7 +402,7 @@ def test_near_duplicate_instructions_are_removed_by_the_dedup_service() -> None:
         refine_rounds=0,
     )
     assert len(result["instructions"]) == 1
-    [duplicate] = [r for r in result["rejected"] if r["stage"] == "dedup"]
+    [duplicate] = [r for r in result["rejects"] if r["stage"] == "dedup"]
     assert (
         "near-duplicate of" in duplicate["error"]
         and duplicate["raw"] == "What does the text say about cats?"
@@ -402,7 +412,7 @@ def test_near_duplicate_instructions_are_removed_by_the_dedup_service() -> None:
 def test_empty_seed_is_rejected_and_the_others_go_on() -> None:
     result, _, _ = run_graph(seeds=[{"id": "blank", "text": "  "}, SEED], refine_rounds=0)
     assert [r["seed_id"] for r in result["instructions"]] == ["s1"]
-    assert result["rejected"] == [
+    assert result["rejects"] == [
         {
             "id": "blank",
             "stage": "seed",
@@ -431,7 +441,7 @@ def test_studio_sees_the_three_flows_as_subgraphs() -> None:
         assert f"{flow}:{node}" in nodes
     schema = graph.get_input_jsonschema()
     assert set(schema["properties"]) == {"seeds", "skills"}
-    assert set(graph.get_output_jsonschema()["properties"]) == {"instructions", "rejected"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"instructions", "rejects"}
 
 
 def test_a_seed_without_an_id_gets_one_from_its_text() -> None:
@@ -452,7 +462,7 @@ def test_a_fragment_instead_of_a_task_is_rejected_with_the_reason() -> None:
 
     result, _, judge = run_graph(generator=generator, refine_rounds=1)
     assert result["instructions"] == [] and judge.prompts == []
-    [rejected] = result["rejected"]
+    [rejected] = result["rejects"]
     assert rejected["stage"] == "create" and "'Refactor code' is too short" in rejected["error"]
     assert rejected["raw"] == "Task: Refactor code"
 

@@ -11,8 +11,8 @@ from test_agentinstruct import models
 from typer.testing import CliRunner
 
 from synthgraph.agents.llm import use_chat_models
-from synthgraph.graphs.agentinstruct_cli import run_instruct
-from synthgraph.graphs.agentinstruct_tools import generate_instructions_tool
+from synthgraph.graphs.agentinstruct.job import InstructOptions, instruct_job
+from synthgraph.graphs.agentinstruct.tool import instruct_tool
 from synthgraph.graphs.cli import app
 from synthgraph.tools.io import read_jsonl
 
@@ -37,12 +37,12 @@ def seeds(tmp_path: Path) -> Path:
 def test_instruct_run_writes_records_rejects_and_a_dataset(seeds: Path, tmp_path: Path) -> None:
     generator, judge = models()
     with use_chat_models(generator=generator, judge=judge):
-        result = run_instruct(
+        result = instruct_job(
             seeds,
             tmp_path / "run",
-            skills=["reading_comprehension", "coding"],
-            refine_rounds=1,
-            dedup="minhash",
+            options=InstructOptions(
+                skills=["reading_comprehension", "coding"], refine_rounds=1, dedup="minhash"
+            ),
             show_progress=False,
         )
     records = list(read_jsonl(result.instructions))
@@ -70,8 +70,9 @@ def test_instruct_run_writes_records_rejects_and_a_dataset(seeds: Path, tmp_path
     silent, _ = models(generator=lambda _: pytest.fail("a finished job ran again"))
     with use_chat_models(generator=silent, judge=judge):
         # A resume repeats the run's options: other ones are refused.
-        again = run_instruct(
-            seeds, tmp_path / "run", skills=["reading_comprehension", "coding"], dedup="minhash",
+        again = instruct_job(
+            seeds, tmp_path / "run",
+            options=InstructOptions(skills=["reading_comprehension", "coding"], dedup="minhash"),
             resume=str(tmp_path / "run"), show_progress=False,
         )  # fmt: skip
     assert again.counts["jobs_skipped"] == 4 and len(list(read_jsonl(again.instructions))) == 4
@@ -82,8 +83,11 @@ def test_a_seed_skill_with_nothing_kept_is_rejected_and_counted_done(
 ) -> None:
     generator, judge = models(judge=lambda _: {"reasons": "wrong", "correct": False, "score": 1})
     with use_chat_models(generator=generator, judge=judge):
-        result = run_instruct(
-            seeds, tmp_path / "run", skills=["coding"], dedup="minhash", show_progress=False
+        result = instruct_job(
+            seeds,
+            tmp_path / "run",
+            options=InstructOptions(skills=["coding"], dedup="minhash"),
+            show_progress=False,
         )
     rejects = list(read_jsonl(result.rejects))
     stages = [r["stage"] for r in rejects]
@@ -127,6 +131,28 @@ def test_cli_validates_and_reports(seeds: Path, tmp_path: Path) -> None:
     )
     assert exported.exit_code == 0 and (tmp_path / "ds" / "README.md").is_file()
 
+    # A resume with no option that shapes the data goes on with the run's own (one skill).
+    silent, _ = models(generator=lambda _: pytest.fail("a finished job ran again"))
+    with use_chat_models(generator=silent, judge=judge):
+        resumed = runner.invoke(app, ["instruct", str(seeds), "--resume", str(tmp_path / "run")])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["counts"]["jobs"] == 2
+    differing = runner.invoke(
+        app, ["instruct", str(seeds), "--resume", str(tmp_path / "run"), "--per-seed", "2"]
+    )
+    assert differing.exit_code == 2 and "config differs" in flat(differing.output)
+
+
+def test_export_errors_are_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["instruct-export", str(tmp_path), "--out", str(tmp_path / "ds")])
+    assert missing.exit_code == 2 and "no such file (expected a run folder" in flat(missing.output)
+    partial = tmp_path / "instructions.jsonl"
+    partial.write_text(json.dumps({"id": "a", "skill": "coding"}) + "\n")
+    broken = runner.invoke(app, ["instruct-export", str(partial), "--out", str(tmp_path / "ds")])
+    assert broken.exit_code == 2 and "cannot export" in flat(broken.output)
+    assert "Traceback" not in broken.output
+
 
 def test_the_graph_as_a_tool_takes_workspace_paths(seeds: Path, isolated_settings: Path) -> None:
     workspace = isolated_settings
@@ -134,17 +160,30 @@ def test_the_graph_as_a_tool_takes_workspace_paths(seeds: Path, isolated_setting
     (workspace / "seeds" / "cats.txt").write_text((seeds / "cats.txt").read_text())
     generator, judge = models()
     with use_chat_models(generator=generator, judge=judge):
-        result = generate_instructions_tool.invoke(
+        result = instruct_tool().invoke(
             {
-                "seeds": "seeds",
-                "out": "runs/one",
+                "input_path": "seeds",
+                "output_dir": "runs/one",
                 "skills": ["tool_use"],
                 "refine_rounds": 0,
                 "dedup": "minhash",
             }
         )
-    assert result["counts"]["instructions"] == 1
-    record = next(read_jsonl(result["instructions"]))
+    assert result["instructions"] == 1
+    assert result["instructions_path"] == "runs/one/instructions.jsonl"
+    assert (result["dataset_dir"], result["rejects_path"]) == (
+        "runs/one/hf",
+        "runs/one/rejects.jsonl",
+    )
+    record = next(read_jsonl(workspace / result["instructions_path"]))
     assert record["skill"] == "tool_use" and json.loads(record["messages"][-1]["content"])["calls"]
-    escaped = generate_instructions_tool.invoke({"seeds": "../../etc", "out": "runs/two"})
+    escaped = instruct_tool().invoke({"input_path": "../../etc", "output_dir": "runs/two"})
     assert "outside the workspace" in escaped
+    refused = instruct_tool().invoke(
+        {"input_path": "seeds", "output_dir": "runs/three", "refine_rounds": 9}
+    )
+    assert "invalid arguments" in refused and "refine_rounds" in refused
+    unknown = instruct_tool().invoke(
+        {"input_path": "seeds", "output_dir": "runs/four", "skills": ["juggling"]}
+    )
+    assert "unknown skill 'juggling'" in unknown

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthgraph.graphs.agentinstruct import AgentInstructContext, graph
+from synthgraph.graphs.agentinstruct.graph import AgentInstructContext, graph
 
 pytestmark = pytest.mark.integration
 SEED = {
@@ -19,10 +19,10 @@ SEED = {
 
 
 def test_one_seed_becomes_a_judged_instruction_or_a_rejection_with_its_reason() -> None:
-    context = AgentInstructContext(refine_rounds=0, dedup_method="none", max_tokens=160)
+    context = AgentInstructContext(refine_rounds=0, dedup="none", max_tokens=160)
     out = graph.invoke({"seeds": [SEED], "skills": ["open_domain_qa"]}, context=context)
-    assert out["instructions"] or out["rejected"], "the run must end in a record or a reason"
-    for rejected in out["rejected"]:
+    assert out["instructions"] or out["rejects"], "the run must end in a record or a reason"
+    for rejected in out["rejects"]:
         assert (
             rejected["id"]
             and rejected["stage"] in {"transform", "create", "judge"}

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from synthgraph.agents.llm import use_chat_models
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.retrieval_cli import PAIRS, corpus_documents, filter_job, generate_job
+from synthgraph.graphs.retrieval.job import PAIRS, filter_job, generate_job
 from synthgraph.tools.io import InputError, load_texts, read_jsonl, read_table
-from synthgraph.tools.retrieval_data import load_corpus
+from synthgraph.tools.retrieval_data import corpus_documents, load_corpus
 
 BEIR = Path(__file__).parent / "retrieval_beir"
 GARBAGE = b"\xff\xfe\x00garbage\x80"

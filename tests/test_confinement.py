@@ -19,19 +19,20 @@ from personas_fake_models import PromptAwareFake
 
 from synthgraph.agents.llm import use_chat_models
 from synthgraph.agents.personas import bundled_few_shot
-from synthgraph.graphs.agentinstruct_tools import generate_instructions_tool
-from synthgraph.graphs.personas_tools import personas_tool, synthesis_tool
-from synthgraph.graphs.retrieval import RetrievalContext
-from synthgraph.graphs.retrieval import graph as retrieval_graph
-from synthgraph.graphs.retrieval_cli import generate_job
-from synthgraph.graphs.retrieval_tools import retrieval_queries_tool
-from synthgraph.graphs.sampling_tools import sample_verified_solutions
-from synthgraph.graphs.synthesis import SynthesisContext
-from synthgraph.graphs.synthesis import graph as synthesis_graph
-from synthgraph.graphs.tabular import graph as tabular_graph
+from synthgraph.graphs.agentinstruct.tool import instruct_tool
+from synthgraph.graphs.personas.tool import personas_tool
+from synthgraph.graphs.retrieval.graph import RetrievalContext
+from synthgraph.graphs.retrieval.graph import graph as retrieval_graph
+from synthgraph.graphs.retrieval.job import generate_job
+from synthgraph.graphs.retrieval.tool import retrieval_tool
+from synthgraph.graphs.sampling.tool import sampling_tool
+from synthgraph.graphs.synthesis.graph import SynthesisContext
+from synthgraph.graphs.synthesis.graph import graph as synthesis_graph
+from synthgraph.graphs.synthesis.tool import synthesis_tool
+from synthgraph.graphs.tabular.graph import graph as tabular_graph
+from synthgraph.graphs.tabular.tool import fit_tool, generate_tool, impute_tool, report_tool
 from synthgraph.tools.dedup_tools import dedup_tool
 from synthgraph.tools.io import InputError, JsonlWriter, write_json, write_table
-from synthgraph.tools.tabular_tools import tabular_tools
 from synthgraph.tools.workspace import WorkspaceError, confine, workspace_root
 
 SECRET = "TOP-SECRET: the launch code is 0000"
@@ -82,10 +83,6 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target)
 
 
-def _tabular(name: str) -> Callable[[dict[str, Any]], Any]:
-    return {t.name: t for t in tabular_tools()}[name].invoke
-
-
 # (tool, arguments) where `in/` is an input folder holding a link out of the workspace.
 READERS: dict[str, tuple[Callable[[dict[str, Any]], Any], dict[str, Any]]] = {
     "personas": (personas_tool().invoke, {"input_path": "in", "output_dir": "runs/p"}),
@@ -94,29 +91,29 @@ READERS: dict[str, tuple[Callable[[dict[str, Any]], Any], dict[str, Any]]] = {
         {"personas_path": "in", "task": "math", "output_dir": "runs/s"},
     ),
     "retrieval corpus": (
-        retrieval_queries_tool.invoke,
+        retrieval_tool().invoke,
         {"corpus_path": "in", "output_dir": "runs/r"},
     ),
     "retrieval examples": (
-        retrieval_queries_tool.invoke,
+        retrieval_tool().invoke,
         {"corpus_path": "corpus.jsonl", "output_dir": "runs/r", "examples_path": "in/leak.jsonl"},
     ),
-    "agentinstruct": (generate_instructions_tool.invoke, {"seeds": "in", "out": "runs/a"}),
-    "sampling": (sample_verified_solutions.invoke, {"problems_file": "in", "out_dir": "runs/x"}),
+    "agentinstruct": (instruct_tool().invoke, {"input_path": "in", "output_dir": "runs/a"}),
+    "sampling": (sampling_tool().invoke, {"problems_file": "in", "out_dir": "runs/x"}),
     "dedup": (
         dedup_tool().invoke,
         {"input_path": "in/leak.jsonl", "field": "text", "output_path": "kept.jsonl"},
     ),
     "tabular fit": (
-        _tabular("fit_tabular_model"),
+        fit_tool().invoke,
         {"data_path": "in/leak.csv", "model_dir": "model"},
     ),
     "tabular generate": (
-        _tabular("generate_synthetic_table"),
+        generate_tool().invoke,
         {"model_dir": "in", "output_path": "syn.csv"},
     ),
     "tabular report": (
-        _tabular("tabular_quality_report"),
+        report_tool().invoke,
         {"synthetic_path": "in/leak.csv", "training_path": "in/leak.csv"},
     ),
 }
@@ -168,17 +165,17 @@ WRITERS: dict[str, tuple[Callable[[dict[str, Any]], Any], dict[str, Any], str]] 
         "runs/s/items.jsonl",
     ),
     "retrieval": (
-        retrieval_queries_tool.invoke,
+        retrieval_tool().invoke,
         {"corpus_path": "corpus.jsonl", "output_dir": "runs/r"},
         "runs/r/pairs.jsonl",
     ),
     "agentinstruct": (
-        generate_instructions_tool.invoke,
-        {"seeds": "texts", "out": "runs/a"},
+        instruct_tool().invoke,
+        {"input_path": "texts", "output_dir": "runs/a"},
         "runs/a/instructions.jsonl",
     ),
     "sampling": (
-        sample_verified_solutions.invoke,
+        sampling_tool().invoke,
         {"problems_file": "problems.jsonl", "out_dir": "runs/x"},
         "runs/x/samples.jsonl",
     ),
@@ -188,22 +185,22 @@ WRITERS: dict[str, tuple[Callable[[dict[str, Any]], Any], dict[str, Any], str]] 
         "kept.jsonl",
     ),
     "tabular fit": (
-        _tabular("fit_tabular_model"),
+        fit_tool().invoke,
         {"data_path": "train.csv", "model_dir": "model"},
         "model/weights.safetensors",
     ),
     "tabular generate": (
-        _tabular("generate_synthetic_table"),
+        generate_tool().invoke,
         {"model_dir": "model", "output_path": "syn.csv"},
         "syn.csv",
     ),
     "tabular impute": (
-        _tabular("impute_table"),
+        impute_tool().invoke,
         {"model_dir": "model", "data_path": "train.csv", "output_path": "filled.csv"},
         "filled.csv",
     ),
     "tabular report": (
-        _tabular("tabular_quality_report"),
+        report_tool().invoke,
         {"synthetic_path": "train.csv", "training_path": "train.csv", "report_path": "r.json"},
         "r.json",
     ),

@@ -409,7 +409,13 @@ def test_agent_tool_stays_in_the_workspace(isolated_settings: Path) -> None:
             "method": "minhash",
         }
     )
-    assert answer.startswith("kept 4 of 7 (minhash dropped 3 of 7)")
+    assert answer == {
+        "kept_path": "kept.jsonl",
+        "dropped_path": "kept.dropped.jsonl",
+        "records": 7,
+        "kept": 4,
+        "dropped": {"minhash": 3},
+    }
     assert len(list(read_jsonl(workspace / "kept.jsonl"))) == 4
     assert len(list(read_jsonl(workspace / "kept.dropped.jsonl"))) == 3
     escape = tool.invoke({"input_path": "../../etc/passwd", "field": "x", "output_path": "o.jsonl"})

@@ -12,7 +12,7 @@ from test_agentinstruct import models
 from test_dedup import documents
 
 from synthgraph.agents.llm import use_chat_models
-from synthgraph.graphs.agentinstruct_cli import OUTPUT, run_instruct
+from synthgraph.graphs.agentinstruct.job import OUTPUT, InstructOptions, instruct_job
 from synthgraph.tools.dedup import DedupService
 from synthgraph.tools.io import read_jsonl
 
@@ -58,8 +58,11 @@ def test_instruct_killed_between_its_dedup_and_its_output_keeps_the_records_on_r
     run_dir = tmp_path / "run"
     generator, judge = models()
     with use_chat_models(generator=generator, judge=judge):
-        first = run_instruct(
-            seeds, run_dir, skills=["coding"], dedup="minhash", show_progress=False
+        first = instruct_job(
+            seeds,
+            run_dir,
+            options=InstructOptions(skills=["coding"], dedup="minhash"),
+            show_progress=False,
         )
     written = sorted(r["id"] for r in read_jsonl(first.instructions))
     assert len(written) == 2
@@ -67,11 +70,10 @@ def test_instruct_killed_between_its_dedup_and_its_output_keeps_the_records_on_r
     (run_dir / OUTPUT).unlink()
     generator, judge = models()
     with use_chat_models(generator=generator, judge=judge):
-        again = run_instruct(
+        again = instruct_job(
             seeds,
             run_dir,
-            skills=["coding"],
-            dedup="minhash",
+            options=InstructOptions(skills=["coding"], dedup="minhash"),
             resume=str(run_dir),
             show_progress=False,
         )

@@ -83,9 +83,9 @@ def _check_rejects(rejects: list[dict]) -> None:
 def test_jobs_account_for_every_input_through_2000_faulty_requests(
     faulty: FaultyServer, tmp_path: Path
 ) -> None:
-    from synthgraph.graphs.agentinstruct_cli import run_instruct
-    from synthgraph.graphs.personas import PersonasContext
-    from synthgraph.graphs.personas_cli import personas_job
+    from synthgraph.graphs.agentinstruct.job import InstructOptions, instruct_job
+    from synthgraph.graphs.personas.graph import PersonasContext
+    from synthgraph.graphs.personas.job import personas_job
 
     # personas: 300 texts × 4 perspectives = 1,200 calls before retries and re-asks
     _texts(tmp_path / "texts", 300, seed=1)
@@ -111,7 +111,8 @@ def test_jobs_account_for_every_input_through_2000_faulty_requests(
     # suggest, edit)
     _texts(tmp_path / "seeds", 40, seed=2)
     instruct_run = tmp_path / "instruct-run"
-    result = run_instruct(tmp_path / "seeds", instruct_run, dedup="minhash", show_progress=False)
+    options = InstructOptions(dedup="minhash")
+    result = instruct_job(tmp_path / "seeds", instruct_run, options=options, show_progress=False)
     jobs = {r["id"] for r in _whole_lines(instruct_run / "input_ids.jsonl")}  # seed/skill
     skills = json.loads((instruct_run / "manifest.json").read_text())["config"]["skills"]
     assert len(jobs) == 40 * len(skills)
@@ -203,8 +204,8 @@ def test_a_kill_after_a_steps_writes_but_before_its_checkpoint_resumes_that_step
     """
     import sqlite3
 
-    from synthgraph.graphs.personas import PersonasContext
-    from synthgraph.graphs.personas_cli import personas_job
+    from synthgraph.graphs.personas.graph import PersonasContext
+    from synthgraph.graphs.personas.job import personas_job
 
     faulty.faults = FaultMix()
     _texts(tmp_path / "texts", 3, seed=4)

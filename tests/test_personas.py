@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from synthgraph.agents.llm import use_chat_models
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.personas import PersonasContext, graph
-from synthgraph.graphs.personas_cli import personas_job
+from synthgraph.graphs.personas.graph import PersonasContext, graph
+from synthgraph.graphs.personas.job import personas_job
 from synthgraph.tools.io import InputError, read_jsonl
 
 TEXTS = [
@@ -33,7 +33,7 @@ def run_graph(
 
 
 def test_text_to_persona_and_rounds_of_expansion_link_every_persona_to_its_parent() -> None:
-    context = PersonasContext(relations=["colleague", "patient"], expand_rounds=2, dedup=False)
+    context = PersonasContext(relations=["colleague", "patient"], expand_rounds=2, dedup="none")
     out = run_graph(context)
     personas = out["personas"]
     # 2 texts × (1 + 2 + 4) personas: each persona expands along both relations, twice
@@ -66,15 +66,15 @@ def test_text_to_persona_and_rounds_of_expansion_link_every_persona_to_its_paren
 
 
 def test_persona_text_follows_the_input_and_ids_are_content_derived() -> None:
-    first = run_graph(PersonasContext(expand_rounds=0, dedup=False))["personas"]
-    again = run_graph(PersonasContext(expand_rounds=0, dedup=False))["personas"]
+    first = run_graph(PersonasContext(expand_rounds=0, dedup="none"))["personas"]
+    again = run_graph(PersonasContext(expand_rounds=0, dedup="none"))["personas"]
     assert [p["id"] for p in first] == [p["id"] for p in again]
     assert {p["persona"] for p in first} == {persona_for_text(t["text"]) for t in TEXTS}
 
 
 def test_several_personas_per_text_and_an_expansion_limit() -> None:
     context = PersonasContext(
-        personas_per_text=3, relations=["student"], expand_limit=2, dedup=False
+        personas_per_text=3, relations=["student"], expand_limit=2, dedup="none"
     )
     personas = run_graph(context)["personas"]
     assert sum(p["round"] == 0 for p in personas) == 6
@@ -94,7 +94,7 @@ def test_seed_personas_are_expanded_without_being_output_again() -> None:
             "input_id": "t9",
         }
     ]
-    context = PersonasContext(relations=["patient", "supplier"], dedup=False)
+    context = PersonasContext(relations=["patient", "supplier"], dedup="none")
     with use_chat_models(generator=PromptAwareFake()):
         out = graph.invoke({"texts": [], "seed_personas": seeds}, context=context)
     assert [
@@ -107,7 +107,7 @@ def test_seed_personas_are_expanded_without_being_output_again() -> None:
 
 def test_a_reply_that_never_validates_is_a_reject_and_the_run_goes_on() -> None:
     fake = PromptAwareFake(bad=("sourdough", "'s student"))
-    out = run_graph(PersonasContext(relations=["colleague", "student"], dedup=False), fake)
+    out = run_graph(PersonasContext(relations=["colleague", "student"], dedup="none"), fake)
     rejects = {r["stage"]: r for r in out["rejects"]}
     assert rejects["text_to_persona"]["id"] == "t-bread:read"
     assert "StructuredOutputError" in rejects["text_to_persona"]["error"]
@@ -271,3 +271,26 @@ def test_the_command_prints_the_dedup_report(texts_dir: Path, tmp_path: Path) ->
     assert "minhash" in result.output and "embedding" in result.output
     relations = {p["relation"] for p in read_jsonl(tmp_path / "run" / "generated.jsonl")}
     assert relations == {None, "sibling"}
+
+
+def test_the_dedup_method_and_the_limit_are_the_runs_own_on_resume(
+    texts_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["personas", str(texts_dir), "--out", str(run_dir), "--expand-rounds", "0"]
+    with use_chat_models(generator=PromptAwareFake()):
+        result = CliRunner().invoke(app, [*args, "--dedup", "minhash", "--limit", "1"])
+        assert result.exit_code == 0, result.output
+        assert "minhash" in result.output and "embedding" not in result.output
+        config = json.loads((run_dir / "manifest.json").read_text())["config"]
+        assert (config["context"]["dedup"], config["limit"]) == ("minhash", 1)
+        again = personas_job(texts_dir, None, resume=str(run_dir), show_progress=False)
+    assert again.texts == 1
+
+
+def test_dedup_none_keeps_every_generated_persona_unjudged(texts_dir: Path, tmp_path: Path) -> None:
+    context = PersonasContext(relations=["colleague"], dedup="none")
+    with use_chat_models(generator=PromptAwareFake()):
+        summary = personas_job(texts_dir, tmp_path / "run", context=context, show_progress=False)
+    assert (summary.generated, summary.kept, summary.dropped, summary.stages) == (4, 4, 0, [])
+    assert all("dedup" not in p for p in read_jsonl(tmp_path / "run" / "personas.jsonl"))

@@ -8,17 +8,19 @@ from pathlib import Path
 import pytest
 
 from synthgraph.agents.personas import bundled_few_shot
-from synthgraph.graphs.personas import PersonasContext
-from synthgraph.graphs.personas import graph as personas_graph
-from synthgraph.graphs.synthesis import SynthesisContext
-from synthgraph.graphs.synthesis import graph as synthesis_graph
+from synthgraph.graphs.personas.graph import PersonasContext
+from synthgraph.graphs.personas.graph import graph as personas_graph
+from synthgraph.graphs.synthesis.graph import SynthesisContext
+from synthgraph.graphs.synthesis.graph import graph as synthesis_graph
 
 pytestmark = pytest.mark.integration
 TEXT = Path(__file__).resolve().parents[1] / "examples" / "texts" / "kubernetes_outage.txt"
 
 
 def test_a_text_gives_a_persona_its_colleague_and_a_math_problem() -> None:
-    context = PersonasContext(relations=["colleague"], expand_rounds=1, dedup=False, max_tokens=160)
+    context = PersonasContext(
+        relations=["colleague"], expand_rounds=1, dedup="none", max_tokens=160
+    )
     out = personas_graph.invoke(
         {"texts": [{"id": "outage", "text": TEXT.read_text()}]}, context=context
     )

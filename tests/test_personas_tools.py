@@ -7,7 +7,8 @@ from pathlib import Path
 from personas_fake_models import PromptAwareFake
 
 from synthgraph.agents.llm import use_chat_models
-from synthgraph.graphs.personas_tools import personas_tool, synthesis_tool
+from synthgraph.graphs.personas.tool import personas_tool
+from synthgraph.graphs.synthesis.tool import synthesis_tool
 from synthgraph.tools.io import read_jsonl
 from synthgraph.tools.workspace import workspace_root
 
@@ -21,7 +22,7 @@ def test_personas_then_synthesis_through_the_tools() -> None:
     )
     with use_chat_models(generator=PromptAwareFake()):
         personas = personas_tool().invoke(
-            {"input_path": "texts", "output_dir": "runs/p", "relations": ["fan"], "max_texts": 1}
+            {"input_path": "texts", "output_dir": "runs/p", "relations": ["fan"], "limit": 1}
         )
         items = synthesis_tool().invoke(
             {"personas_path": personas["personas_path"], "task": "math", "output_dir": "runs/m"}
@@ -44,8 +45,8 @@ def test_paths_outside_the_workspace_and_oversized_requests_come_back_as_errors(
         {"personas_path": "../x.jsonl", "task": "npc", "output_dir": "o"}
     )
     assert "outside the workspace" in escape
-    too_big = personas_tool().invoke({"input_path": "texts", "output_dir": "o", "max_texts": 5000})
-    assert "max_texts" in too_big
+    too_big = personas_tool().invoke({"input_path": "texts", "output_dir": "o", "limit": 5000})
+    assert "limit" in too_big
     bad_task = synthesis_tool().invoke(
         {"personas_path": "p.jsonl", "task": "poem", "output_dir": "o"}
     )

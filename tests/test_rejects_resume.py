@@ -21,10 +21,10 @@ from synthgraph.agents.llm import (
     use_chat_models,
 )
 from synthgraph.agents.resilience import MalformedReplyError, is_retryable
-from synthgraph.graphs.agentinstruct_cli import run_instruct
+from synthgraph.graphs.agentinstruct.job import InstructOptions, instruct_job
 from synthgraph.graphs.batch import run_batch
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.sampling_tools import sample_verified_solutions
+from synthgraph.graphs.sampling.tool import sampling_tool
 from synthgraph.tools.io import InputError, read_jsonl
 from synthgraph.tools.runs import Run, RunError
 from synthgraph.tools.settings import get_settings
@@ -177,7 +177,7 @@ def test_sampling_resume_with_another_weak_k_is_refused_naming_it(tmp_path: Path
     with use_chat_models(weak=scripted_model("#### 5"), strong=scripted_model("#### 5")):
         first = CliRunner().invoke(app, [*args, "--weak-k", "1"])
     assert first.exit_code == 0, first.output
-    changed = CliRunner().invoke(app, [*args, "--weak-k", "2", "--resume"])
+    changed = CliRunner().invoke(app, [*args, "--weak-k", "2", "--resume", str(out)])
     assert changed.exit_code == 2
     assert "weak_k: run 1, now 2" in " ".join(changed.output.split())
     with pytest.raises(RunError, match=r"weak_k: run 1, now 3"):
@@ -189,7 +189,7 @@ def test_sampling_resume_with_another_weak_k_is_refused_naming_it(tmp_path: Path
         + json.dumps({"id": "p2", "question": "1+1?", "answer": "#### 2"})
         + "\n"
     )
-    plain = ["sampling", "run", str(problems), "--out", str(out), "--resume"]
+    plain = ["sampling", "run", str(problems), "--resume", str(out)]
     with use_chat_models(weak=scripted_model("#### 2"), strong=scripted_model("#### 2")):
         resumed = CliRunner().invoke(app, plain)
     assert resumed.exit_code == 0, resumed.output
@@ -247,11 +247,11 @@ def test_an_always_truncated_reply_is_rejected_with_its_raw_output(
 def test_sampling_tool_bounds_its_sizes(isolated_settings: Path) -> None:
     isolated_settings.mkdir(parents=True, exist_ok=True)
     for name, value in (("weak_k", 1000), ("strong_k", 1000), ("limit", 10_000)):
-        refused = sample_verified_solutions.invoke(
+        refused = sampling_tool().invoke(
             {"problems_file": "problems.jsonl", "out_dir": "runs/s", name: value}
         )
         assert "invalid arguments" in refused and name in refused
-    outside = sample_verified_solutions.invoke({"problems_file": "../x.jsonl", "out_dir": "runs/s"})
+    outside = sampling_tool().invoke({"problems_file": "../x.jsonl", "out_dir": "runs/s"})
     assert "outside the workspace" in outside
 
 
@@ -271,8 +271,11 @@ def test_instruct_jobs_failed_by_the_endpoint_are_retryable(
 ) -> None:
     seeds = _texts(tmp_path / "seeds")
     with use_chat_models(generator=Down(), judge=Down()):
-        result = run_instruct(
-            seeds, tmp_path / "run", skills=["coding"], dedup="none", show_progress=False
+        result = instruct_job(
+            seeds,
+            tmp_path / "run",
+            options=InstructOptions(skills=["coding"], dedup="none"),
+            show_progress=False,
         )
     rejects = _rejects(result.run_dir)
     assert len(rejects) == 3, "only the jobs' own rejects: they are tried again on resume"

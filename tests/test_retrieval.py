@@ -16,11 +16,19 @@ from typer.testing import CliRunner
 from synthgraph.agents.llm import use_chat_models
 from synthgraph.agents.retrieval import clean_query, mean_logprob, query_messages
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.retrieval import RetrievalContext, graph
-from synthgraph.graphs.retrieval_cli import PAIRS, TRIPLES, eval_job, filter_job, generate_job
-from synthgraph.graphs.retrieval_tools import retrieval_queries_tool
+from synthgraph.graphs.retrieval.cli import DEPRECATED_FLAGS
+from synthgraph.graphs.retrieval.graph import RetrievalContext, graph
+from synthgraph.graphs.retrieval.job import (
+    PAIRS,
+    TRIPLES,
+    eval_job,
+    filter_job,
+    generate_job,
+    train_job,
+)
+from synthgraph.graphs.retrieval.tool import retrieval_tool
 from synthgraph.tools.embeddings import get_embeddings
-from synthgraph.tools.io import InputError, read_jsonl
+from synthgraph.tools.io import InputError, read_jsonl, write_records
 from synthgraph.tools.retrieval_data import Example, ExampleSet, load_beir, load_examples
 from synthgraph.tools.retrieval_filters import (
     keep_top,
@@ -32,6 +40,7 @@ from synthgraph.tools.retrieval_filters import (
 from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex
 from synthgraph.tools.retrieval_metrics import evaluate_rankings, mrr_at_k, ndcg_at_k, recall_at_k
 from synthgraph.tools.retrieval_training import Reranker, train_bi_encoder, train_cross_encoder
+from synthgraph.tools.runs import RunError
 
 BEIR = Path(__file__).parent / "retrieval_beir"
 EXAMPLES = ExampleSet(
@@ -177,6 +186,21 @@ def test_generate_job_writes_pairs_rejects_bad_records_and_resumes(tmp_path: Pat
     with use_chat_models(generator=scripted_model()):  # nothing left to ask
         again = generate_job(corpus, out, resume=str(out), show_progress=False)
     assert again.skipped == 3 and again.pairs == 2
+    assert len(list(read_jsonl(out / "rejects.jsonl"))) == 2  # the bad record is rejected once
+
+
+def test_generate_job_resumes_only_on_the_corpus_it_started_with(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with use_chat_models(generator=scripted_model("query one", "query two", "query three")):
+        generate_job(BEIR / "corpus.jsonl", out, limit=1, seed=5, show_progress=False)
+    other = tmp_path / "other.jsonl"
+    other.write_text((BEIR / "corpus.jsonl").read_text())
+    with pytest.raises(RunError, match="it was started on"):
+        generate_job(other, out, resume=str(out), show_progress=False)
+    # Without knobs a resume keeps the run's own (limit 1, seed 5): nothing is left to do.
+    with use_chat_models(generator=scripted_model()):
+        again = generate_job(BEIR / "corpus.jsonl", out, resume=str(out), show_progress=False)
+    assert (again.documents, again.skipped, again.pairs) == (1, 1, 1)
 
 
 # --- filters ----------------------------------------------------------------------
@@ -271,7 +295,6 @@ def test_bm25_and_dense_find_the_obvious_document(tmp_path: Path) -> None:
 
 
 def make_run(tmp_path: Path, pairs: list[dict[str, object]]) -> Path:
-    from synthgraph.tools.io import write_records
     from synthgraph.tools.runs import Run
 
     run = Run.open("retrieval", out=tmp_path / "run", config={"corpus": str(BEIR / "corpus.jsonl")})
@@ -321,6 +344,14 @@ TINY_TRIPLES = [
         "negatives": ["A recipe book."],
     },
 ]
+
+
+def test_train_job_refuses_a_folder_without_triples(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"no train_triples\.jsonl"):
+        train_job(tmp_path, tmp_path / "model")
+    write_records([], tmp_path / TRIPLES)
+    with pytest.raises(InputError, match="no training triples"):
+        train_job(tmp_path, tmp_path / "model")
 
 
 def test_trained_bi_encoder_loads_through_the_embeddings_factory(tmp_path: Path) -> None:
@@ -376,6 +407,16 @@ def test_cli_eval_and_clear_errors(tmp_path: Path) -> None:
     assert [r["system"] for r in json.loads(result.stdout)] == ["BM25", "MiniLM (base)"]
     missing = runner.invoke(app, ["retrieval", "eval", str(tmp_path)])
     assert missing.exit_code == 2 and "no corpus.jsonl" in " ".join(missing.output.split())
+    not_a_model = runner.invoke(app, ["retrieval", "eval", str(BEIR), "--model", str(tmp_path)])
+    assert not_a_model.exit_code == 2
+    assert "not a sentence-transformers model folder" in " ".join(not_a_model.output.split())
+    (tmp_path / TRIPLES).write_text("")
+    no_triples = runner.invoke(
+        app, ["retrieval", "train", str(tmp_path), "--out", str(tmp_path / "m")]
+    )
+    assert no_triples.exit_code == 2 and "no training triples" in no_triples.output
+    assert "Traceback" not in no_triples.output
+    assert DEPRECATED_FLAGS == {}  # every retrieval flag already speaks the shared vocabulary
     bad_style = runner.invoke(
         app, ["retrieval", "generate", str(BEIR / "corpus.jsonl"), "--style", "poetry"]
     )
@@ -389,12 +430,16 @@ def test_langchain_tool_runs_the_graph_inside_the_workspace(isolated_settings: P
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "corpus.jsonl").write_text((BEIR / "corpus.jsonl").read_text())
     with use_chat_models(generator=scripted_model("ftp client", "chess game")):
-        result = retrieval_queries_tool.invoke(
+        result = retrieval_tool().invoke(
             {"corpus_path": "corpus.jsonl", "output_dir": "queries", "max_documents": 2}
         )
     assert result == {"pairs_path": "queries/pairs.jsonl", "documents": 2, "pairs": 2, "rejects": 0}
-    outside = retrieval_queries_tool.invoke({"corpus_path": "/etc/passwd", "output_dir": "x"})
+    outside = retrieval_tool().invoke({"corpus_path": "/etc/passwd", "output_dir": "x"})
     assert "outside the workspace" in outside
+    too_many = retrieval_tool().invoke(
+        {"corpus_path": "corpus.jsonl", "output_dir": "y", "max_documents": 1000}
+    )
+    assert too_many.startswith("invalid arguments: max_documents")
 
 
 @pytest.mark.integration

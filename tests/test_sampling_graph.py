@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from typer.testing import CliRunner
 
 from synthgraph.agents.llm import use_chat_models
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.sampling import SamplingContext, graph, run_sampling
-from synthgraph.graphs.sampling_tools import sample_verified_solutions
-from synthgraph.tools.io import read_jsonl
-from synthgraph.tools.runs import Run
+from synthgraph.graphs.sampling.graph import SamplingContext, graph
+from synthgraph.graphs.sampling.job import sampling_job
+from synthgraph.graphs.sampling.tool import sampling_tool
+from synthgraph.tools.io import InputError, read_jsonl
 from synthgraph.tools.sampling_metrics import false_positive_rate
 
 PROBLEM = {
@@ -76,15 +77,15 @@ def test_run_rejects_bad_records_and_goes_on(tmp_path: Path) -> None:
     )  # fmt: skip
     weak = scripted_model("#### 5", "#### 6")
     strong = scripted_model("#### 5", AIMessage(content=""))  # p2's strong sample: no answer
-    run = Run.open("sampling", out=tmp_path / "run")
     with use_chat_models(weak=weak, strong=strong):
-        result, report = run_sampling(
+        result = sampling_job(
             problems,
-            run,
+            tmp_path / "run",
             SamplingContext(weak_k=1, strong_k=1, judge_per_model=0),
             workers=1,
             show_progress=False,
         )
+    report = result.report
     assert (result.processed, result.rejected, report["problems"]) == (2, 0, 2)
     rejects = {r["id"]: r for r in read_jsonl(tmp_path / "run" / "rejects.jsonl")}
     assert "no number in the gold answer 'several'" in rejects["bad-gold"]["error"]
@@ -113,22 +114,17 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     weak = GenericFakeChatModel(messages=interrupted_after(["#### 2", "#### 2", "#### 4"]))
     strong = scripted_model("#### 2", "#### 4", "#### 6")
     with use_chat_models(weak=weak, strong=strong), pytest.raises(KeyboardInterrupt):
-        run_sampling(
-            problems, Run.open("sampling", out=out), context, workers=1, show_progress=False
-        )
+        sampling_job(problems, out, context, workers=1, show_progress=False)
     assert {s["problem_id"] for s in read_jsonl(out / "samples.jsonl")} == {"q1"}
 
     # Resume: only q2 and q3 are sampled (4 weak replies, 2 strong), nothing twice.
     weak = scripted_model("#### 4", "#### 5", "#### 6", "#### 6")
     strong = scripted_model("#### 4", "#### 6")
     with use_chat_models(weak=weak, strong=strong):
-        result, report = run_sampling(
-            problems,
-            Run.open("sampling", out=out, resume=str(out)),
-            context,
-            workers=1,
-            show_progress=False,
+        result = sampling_job(
+            problems, out, context, resume=str(out), workers=1, show_progress=False
         )
+    report = result.report
     assert (result.skipped, result.processed) == (1, 2)
     ids = [s["id"] for s in read_jsonl(out / "samples.jsonl")]
     assert len(ids) == len(set(ids)) == 9
@@ -137,13 +133,9 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     assert weak_rows[0]["diversity"] == pytest.approx(1.0)
     assert json.loads((out / "manifest.json").read_text())["status"] == "done"
     # A later call limited to fewer problems than are done still reports and exports every one.
-    _, limited = run_sampling(
-        problems,
-        Run.open("sampling", out=out, resume=str(out)),
-        context,
-        limit=1,
-        show_progress=False,
-    )
+    limited = sampling_job(
+        problems, out, context, resume=str(out), limit=1, show_progress=False
+    ).report
     assert limited["problems"] == 3 and limited["sft_records"] == report["sft_records"]
 
 
@@ -206,7 +198,7 @@ def test_langchain_tool_runs_inside_the_workspace(isolated_settings: Path) -> No
     isolated_settings.mkdir(parents=True, exist_ok=True)
     write_problems(isolated_settings / "problems.jsonl", [PROBLEM])
     with use_chat_models(weak=scripted_model("#### 5", "#### 4"), strong=scripted_model("#### 5")):
-        result = sample_verified_solutions.invoke(
+        result = sampling_tool().invoke(
             {
                 "problems_file": "problems.jsonl",
                 "out_dir": "runs/s1",
@@ -217,19 +209,44 @@ def test_langchain_tool_runs_inside_the_workspace(isolated_settings: Path) -> No
         )
     assert result["processed"] == 1 and result["sft_records"] == 2
     assert result["sft_files"] == ["sft.jsonl", "sft_strong.jsonl", "sft_weak.jsonl"]
-    refused = sample_verified_solutions.invoke(
-        {"problems_file": "/etc/passwd", "out_dir": "runs/s2"}
-    )
+    assert result["out_dir"] == "runs/s1"  # workspace-relative, never an absolute path
+    refused = sampling_tool().invoke({"problems_file": "/etc/passwd", "out_dir": "runs/s2"})
     assert "outside the workspace" in refused
+
+
+def test_cli_resumes_a_run_by_its_id(tmp_path: Path) -> None:
+    second = {"id": "p2", "question": "What is 10 - 4?", "answer": "#### 6"}
+    problems = write_problems(tmp_path / "problems.jsonl", [PROBLEM, second])
+    args = ["sampling", "run", str(problems), "--weak-k", "1", "--strong-k", "1"]
+    with use_chat_models(weak=scripted_model("#### 5"), strong=scripted_model("#### 5")):
+        first = CliRunner().invoke(app, [*args, "--judge-per-model", "0", "--limit", "1"])
+    assert first.exit_code == 0, first.output
+    (run_dir,) = (tmp_path / "data" / "runs").iterdir()  # no --out: a new folder under runs/
+    with use_chat_models(weak=scripted_model("#### 6"), strong=scripted_model("#### 6")):
+        resumed = CliRunner().invoke(
+            app, ["sampling", "run", str(problems), "--resume", run_dir.name]
+        )
+    assert resumed.exit_code == 0, resumed.output
+    samples = Counter(s["problem_id"] for s in read_jsonl(run_dir / "samples.jsonl"))
+    assert samples == {"p1": 2, "p2": 2}, "p2 with the run's own k, not the defaults"
+    unknown = CliRunner().invoke(app, ["sampling", "run", str(problems), "--resume", "nope"])
+    assert unknown.exit_code == 2 and "cannot resume 'nope'" in unknown.output
+
+
+def test_bad_input_leaves_no_run_folder(tmp_path: Path) -> None:
+    problems = write_problems(tmp_path / "problems.jsonl", [PROBLEM, PROBLEM])
+    with pytest.raises(InputError, match="used by more than one record"):
+        sampling_job(problems, tmp_path / "run", SamplingContext(), show_progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.integration
 def test_embedded_model_solves_and_is_verified(tmp_path: Path) -> None:
     """Two real calls on the embedded model (it serves both roles here), no judge."""
     problems = write_problems(tmp_path / "problems.jsonl", [PROBLEM])
-    run = Run.open("sampling", out=tmp_path / "run")
     context = SamplingContext(weak_k=1, strong_k=1, judge_per_model=0, max_tokens=96)
-    result, report = run_sampling(problems, run, context, show_progress=False)
+    result = sampling_job(problems, tmp_path / "run", context, show_progress=False)
+    report = result.report
     assert (result.processed, result.rejected) == (1, 0)
     samples = list(read_jsonl(tmp_path / "run" / "samples.jsonl"))
     assert len(samples) == 2 and all(s["text"] and s["completion_tokens"] for s in samples)

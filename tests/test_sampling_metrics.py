@@ -13,7 +13,7 @@ from synthgraph.tools.sampling_budget import (
     ModelCost,
     matched_budget,
     plan_budget,
-    plan_sampling_budget,
+    sampling_budget_tool,
 )
 from synthgraph.tools.sampling_metrics import (
     build_report,
@@ -122,12 +122,19 @@ def test_planner_money_and_errors() -> None:
 
 
 def test_planner_tool_returns_data() -> None:
-    result = plan_sampling_budget.invoke(
+    result = sampling_budget_tool().invoke(
         {"models": [{"name": "weak", "params": 0.5e9}, {"name": "strong", "params": 1.5e9}],
          "budget": 1.2e14, "problems": 100, "tokens_per_solution": 200}
     )  # fmt: skip
     assert [m["samples_per_problem"] for m in result["models"]] == [6, 2]
     assert result["ratio"] == pytest.approx(3.0)
+    refused = sampling_budget_tool().invoke(
+        {"models": [{"name": "weak", "usd_per_million_tokens": 1.0}], "budget": 1e14, "problems": 1}
+    )
+    assert refused == "model 'weak': a FLOPs budget needs its parameter count"
+    assert "budget: Input should be greater than 0" in sampling_budget_tool().invoke(
+        {"models": [{"name": "weak", "params": 1e9}], "budget": 0, "problems": 1}
+    )
 
 
 def test_sft_records_keep_only_verified() -> None:

@@ -13,10 +13,16 @@ from personas_fake_models import PromptAwareFake
 from typer.testing import CliRunner
 
 from synthgraph.agents.llm import use_chat_models
-from synthgraph.agents.personas import ITEM_SCHEMAS, TASKS, bundled_few_shot, load_few_shot
+from synthgraph.agents.personas import (
+    ITEM_SCHEMAS,
+    TASKS,
+    bundled_few_shot,
+    format_examples,
+    load_few_shot,
+)
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.personas_cli import synthesis_job
-from synthgraph.graphs.synthesis import SynthesisContext, graph
+from synthgraph.graphs.synthesis.graph import SynthesisContext, graph
+from synthgraph.graphs.synthesis.job import synthesis_job
 from synthgraph.tools.io import InputError, read_jsonl
 from synthgraph.tools.workspace import workspace_root
 
@@ -136,6 +142,22 @@ def test_synthesis_job_writes_items_once_and_resume_skips_done_personas(tmp_path
     assert len({i["id"] for i in items}) == 4
     [reject] = read_jsonl(tmp_path / "run" / "rejects.jsonl")
     assert reject["id"] == "line 3" and "persona" in reject["error"]
+
+
+def test_a_resumed_synthesis_keeps_its_limit(tmp_path: Path) -> None:
+    personas = tmp_path / "personas.jsonl"
+    personas.write_text("".join(json.dumps(p) + "\n" for p in PERSONAS))
+    with use_chat_models(generator=PromptAwareFake()):
+        first = synthesis_job(personas, tmp_path / "run", limit=1, show_progress=False)
+        again = synthesis_job(personas, None, resume=str(tmp_path / "run"), show_progress=False)
+    assert (first.personas, first.items, again.personas, again.items) == (1, 1, 1, 1)
+
+
+def test_examples_without_a_persona_show_their_answer_only() -> None:
+    example = {"problem": "A box holds 6 eggs. How many boxes do 30 eggs fill?", "answer": "5"}
+    block = format_examples([example, {"persona": "A farmer.", **example}], "math")
+    assert block.count("Example answer: ") == 2 and block.count("Example persona: ") == 1
+    assert "Example persona: A farmer.\nExample answer: {" in block
 
 
 def test_the_synthesize_command(tmp_path: Path) -> None:

@@ -398,6 +398,10 @@ def dedup_file(
     """Dedup a file: kept records to `out` (.jsonl or .parquet), dropped to `dropped_path(out)`."""
     if out.suffix.lower() not in {".jsonl", ".ndjson", ".parquet"}:
         raise InputError(f"{out}: the output must be .jsonl or .parquet")
+    if out.resolve() in {input_path.resolve(), dropped_path(input_path).resolve()} or (
+        dropped_path(out).resolve() == input_path.resolve()
+    ):  # the input would be overwritten before it is fully judged
+        raise InputError(f"{out}: the output must not be the input file; choose another --out")
     records = read_records(input_path)
     if records and not any(field in r for r in records[:100]):
         raise InputError(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from langchain_core.tools import StructuredTool, ToolException
+from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
+from synthgraph.tools.agent_tool import agent_tool, workspace_relative
 from synthgraph.tools.dedup import DedupService, dedup_file, default_namespace, dropped_path
-from synthgraph.tools.workspace import confine, workspace_root
+from synthgraph.tools.workspace import confine
 
 
 class DedupArgs(BaseModel):
@@ -35,28 +36,24 @@ def dedup_records(
     output_path: str,
     method: Literal["minhash", "embedding", "both"] = "both",
     threshold: float = 0.9,
-) -> str:
-    """Remove near-duplicate records; returns a one-line summary naming both output files."""
-    try:
-        source, out = confine(input_path), confine(output_path)
-        service = DedupService(default_namespace(field), threshold, method)
-        result = dedup_file(service, source, field, out)
-    except ValueError as error:  # bad path, field or file: tell the model, do not crash the graph
-        raise ToolException(str(error)) from error
-    root = workspace_root()
-    per_stage = ", ".join(
-        f"{name} dropped {c.dropped} of {c.checked}" for name, c in result.stages.items()
-    )
-    return (
-        f"kept {len(result.kept)} of {result.total} ({per_stage}); "
-        f"kept: {out.relative_to(root)}, dropped: {dropped_path(out).relative_to(root)}"
-    )
+) -> dict[str, Any]:
+    """Remove near-duplicate records; returns both output files and the counts per stage."""
+    source, out = confine(input_path), confine(output_path)
+    service = DedupService(default_namespace(field), threshold, method)
+    result = dedup_file(service, source, field, out)
+    return {
+        "kept_path": workspace_relative(out),
+        "dropped_path": workspace_relative(dropped_path(out)),
+        "records": result.total,
+        "kept": len(result.kept),
+        "dropped": {name: c.dropped for name, c in result.stages.items()},
+    }
 
 
 def dedup_tool() -> StructuredTool:
     """A LangChain tool over `DedupService` (errors come back to the model as text)."""
-    return StructuredTool.from_function(
-        func=dedup_records,
+    return agent_tool(
+        dedup_records,
         name="dedup_records",
         description=(
             "Remove near-duplicate records from a JSONL or Parquet file in the workspace, "
@@ -64,6 +61,4 @@ def dedup_tool() -> StructuredTool:
             "in earlier runs count too, so rerunning on the same data keeps nothing."
         ),
         args_schema=DedupArgs,
-        handle_tool_error=True,
-        handle_validation_error=True,
     )

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from synthgraph.tools.io import InputError, read_jsonl, reading
+from synthgraph.tools.io import (
+    InputError,
+    InputProblem,
+    TextRecord,
+    load_texts,
+    read_jsonl,
+    reading,
+)
+from synthgraph.tools.text import clip
 
 Style = Literal["promptagator", "vanilla", "gbq"]
 STYLES: tuple[Style, ...] = ("promptagator", "vanilla", "gbq")
@@ -82,12 +90,8 @@ def load_examples(path: Path, style: Style) -> ExampleSet:
 
 
 def shorten(text: str, max_chars: int) -> str:
-    """The text cut at a word boundary to about `max_chars` (prompts stay short)."""
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return text
-    cut = text[:max_chars].rsplit(" ", 1)[0]
-    return f"{cut} ..."
+    """The text on one line, cut at a word boundary to about `max_chars` (prompts stay short)."""
+    return clip(" ".join(text.split()), max_chars)
 
 
 def load_beir(folder: Path, split: str | None = None) -> BeirSet:
@@ -122,6 +126,20 @@ def corpus_file(path: Path) -> Path:
     return path / "corpus.jsonl" if (path / "corpus.jsonl").is_file() else path
 
 
+def corpus_documents(
+    source: Path, text_field: str = "text", id_field: str = "_id"
+) -> tuple[list[TextRecord], list[InputProblem]]:
+    """Documents of a BEIR folder or corpus.jsonl, or any folder/JSONL/Parquet/CSV of texts."""
+    documents, problems = load_texts(corpus_file(source), text_field=text_field, id_field=id_field)
+    with_titles = [
+        TextRecord(d.id, f"{d.meta['title']}. {d.text}", d.source, d.meta)
+        if d.meta.get("title")
+        else d
+        for d in documents
+    ]
+    return with_titles, problems
+
+
 def load_corpus(path: Path) -> dict[str, str]:
     """`_id` → text (title and text joined) from a BEIR `corpus.jsonl` (or its folder)."""
     path = corpus_file(path)
@@ -151,6 +169,18 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
                 ) from error
             qrels.setdefault(query_id, {})[doc_id] = score
     return qrels
+
+
+def load_triples(path: Path) -> list[dict[str, Any]]:
+    """Training triples (`query`, `positive`, `negatives`) from JSONL; errors name the line."""
+    triples = []
+    for number, row in enumerate(read_jsonl(path), start=1):
+        if not isinstance(row.get("query"), str) or not isinstance(row.get("positive"), str):
+            raise InputError(f"{path}:{number}: a triple needs `query` and `positive` text")
+        if not isinstance(row.get("negatives"), list):
+            raise InputError(f"{path}:{number}: `negatives` must be a list of texts")
+        triples.append(row)
+    return triples
 
 
 def default_examples_path() -> Path:

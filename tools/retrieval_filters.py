@@ -9,17 +9,20 @@ keep/drop rules here are plain and testable.
 - InPars-v2: keep the top fraction by a cross-encoder's relevance score.
 - Promptagator round-trip: keep a pair when a retriever returns its source
   document in the top k for the query.
+
+The kept pairs become training triples (query, positive, hard negatives) with
+`hard_negative_triples`, which mines BM25 and/or dense negatives.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from synthgraph.tools.retrieval_index import Hits
+from synthgraph.tools.retrieval_index import Bm25Index, Hits, Retriever
 
 Pair = dict[str, Any]
 
@@ -129,3 +132,39 @@ def mine_negatives(
         if usable(pick):
             chosen.append(pick)
     return chosen
+
+
+def hard_negative_triples(
+    pairs: Sequence[Pair],
+    corpus: dict[str, str],
+    count: int,
+    sources: Sequence[str],
+    dense_index: Callable[[], Retriever] | None,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """(query, positive, negatives) with BM25 and/or dense hard negatives, never the positive.
+
+    `dense_index` builds the dense index on first use (encoding a corpus is slow), so
+    callers that mine only BM25 negatives never pay for it.
+    """
+    queries = [p["query"] for p in pairs]
+    depth = count + 10
+    ranked: list[list[Hits]] = []
+    if "bm25" in sources:
+        ranked.append(Bm25Index(corpus).search(queries, depth))
+    if "dense" in sources and dense_index is not None:
+        ranked.append(dense_index().search(queries, depth))
+    rng = random.Random(seed)
+    triples = []
+    for i, pair in enumerate(pairs):
+        negative_ids = mine_negatives(pair["source_id"], [r[i] for r in ranked], corpus, count, rng)
+        triples.append(
+            {
+                "query": pair["query"],
+                "positive": corpus[pair["source_id"]],
+                "negatives": [corpus[n] for n in negative_ids],
+                "source_id": pair["source_id"],
+                "negative_ids": negative_ids,
+            }
+        )
+    return triples

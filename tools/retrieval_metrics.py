@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def ndcg_at_k(ranked: Sequence[str], relevance: Mapping[str, int], k: int) -> float:
@@ -44,3 +45,14 @@ def evaluate_rankings(
         scores["recall@100"] += recall_at_k(ranked, qrels[query], 100)
         scores["mrr@10"] += mrr_at_k(ranked, qrels[query], 10)
     return {**{name: value / len(judged) for name, value in scores.items()}, "queries": len(judged)}
+
+
+def score_hits(
+    system: str,
+    query_ids: Sequence[str],
+    hits: Sequence[Sequence[tuple[str, float]]],
+    qrels: Mapping[str, Mapping[str, int]],
+) -> dict[str, Any]:
+    """One row of an evaluation: `system`'s metrics from its result lists, one per query id."""
+    rankings = {q: [doc for doc, _ in found] for q, found in zip(query_ids, hits, strict=True)}
+    return {"system": system, **evaluate_rankings(rankings, qrels)}

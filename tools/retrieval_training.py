@@ -9,6 +9,8 @@ Trainer needs `datasets` and `accelerate`, which the project does not ship):
 - cross-encoder: there is no pre-trained reranker offline, so it starts from
   MiniLM with a fresh one-logit head and learns binary relevance from the
   same triples (positive → 1, each hard negative → 0).
+- `reranker_scores`: the InPars-v2 filter's scores, from a given reranker or
+  from cross-encoders cross-fitted on the pairs themselves.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from synthgraph.tools.embeddings import bundled_minilm_path
 from synthgraph.tools.log import get_logger
+from synthgraph.tools.retrieval_filters import Pair, hard_negative_triples
 from synthgraph.tools.retrieval_index import Hits
 
 log = get_logger(__name__)
@@ -237,3 +240,36 @@ class Reranker:
             order = sorted(range(len(head)), key=lambda i: -head_scores[i])
             reranked.append([head[i] for i in order] + list(found[depth:]))
         return reranked
+
+
+def reranker_scores(
+    pairs: Sequence[Pair], corpus: dict[str, str], reranker: Path | None, out: Path, seed: int
+) -> tuple[list[float], str]:
+    """Cross-encoder scores of (query, source document): a given model, or cross-fitted MiniLMs.
+
+    Cross-fitted: the pairs split in two halves by id, and each half is scored by a
+    cross-encoder (saved under `out/reranker-fold<n>`) trained on the other half, so no
+    pair scores itself. Returns the scores and a note saying which model scored them.
+    """
+    texts = [(p["query"], corpus[p["source_id"]]) for p in pairs]
+    if reranker is not None:
+        return Reranker(reranker).score(texts), f"scored by {reranker}"
+    folds = [
+        [i for i in range(len(pairs)) if int(pairs[i]["id"], 16) % 2 == fold] for fold in (0, 1)
+    ]
+    scores: list[float] = [0.0] * len(pairs)
+    for fold, other in ((0, 1), (1, 0)):
+        if not folds[fold] or not folds[other]:
+            continue
+        train = hard_negative_triples(
+            [pairs[i] for i in folds[other]], corpus, 1, ("bm25",), None, seed
+        )
+        model_dir = out / f"reranker-fold{fold}"
+        train_cross_encoder(train, model_dir, seed=seed)
+        fold_scores = Reranker(model_dir).score([texts[i] for i in folds[fold]])
+        for i, score in zip(folds[fold], fold_scores, strict=True):
+            scores[i] = score
+    return (
+        scores,
+        "cross-encoder from MiniLM, trained on the other half of the pairs (cross-fitted)",
+    )

@@ -24,7 +24,7 @@ import platform
 import secrets
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,8 +104,12 @@ class Run:
         out: Path | None = None,
         resume: str | None = None,
         config: dict[str, Any] | None = None,
+        upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Run:
-        """Start a new run in `out` (default `runs/<id>`), or resume one by id or path."""
+        """Start a new run in `out` (default `runs/<id>`), or resume one by id or path.
+
+        `upgrade` turns the config a resumed run was saved with into today's names before
+        it is compared with `config`; nothing is written when the two differ."""
         runs_dir = get_settings().runs_dir
         if resume:
             root = Path(resume) if Path(resume).is_dir() else runs_dir / resume
@@ -114,11 +118,17 @@ class Run:
             if not (root / MANIFEST).exists():
                 raise RunError(f"cannot resume {resume!r}: no {MANIFEST} in {root}")
             _hold(root)
-            manifest = _read_manifest(root)
-            if manifest.get("graph") != graph:
-                raise RunError(f"{root} is a {manifest.get('graph')!r} run, not {graph!r}")
-            if config is not None:
-                _check_same_config(root, manifest.get("config", {}), config)
+            try:
+                manifest = _read_manifest(root)
+                if manifest.get("graph") != graph:
+                    raise RunError(f"{root} is a {manifest.get('graph')!r} run, not {graph!r}")
+                if upgrade is not None:
+                    manifest["config"] = upgrade(manifest.get("config", {}))
+                if config is not None:
+                    _check_same_config(root, manifest.get("config", {}), config)
+            except RunError:
+                _release(root)  # a refused resume leaves the run as it was, free for the next
+                raise
             manifest.setdefault("resumed_at", []).append(_now())
             run = cls(root, manifest["run_id"], graph, manifest)
             run.save_manifest()
@@ -130,6 +140,7 @@ class Run:
         _hold(root)
         if (root / MANIFEST).exists():
             existing = _read_manifest(root).get("run_id")
+            _release(root)
             raise RunError(
                 f"{root} already holds run {existing}; pass --resume {root} to continue it "
                 "or choose another --out"
@@ -190,6 +201,18 @@ class Run:
             if problem.record not in already:
                 self.rejects.reject(problem.record, stage, problem.cause)
             self.batch_inputs[problem.record] = "final"
+
+    def import_rejects(self, rejections: Iterable[Mapping[str, Any]]) -> None:
+        """A graph's rejects (parts of an input that failed while the rest was kept), each once:
+        a resumed input's graph reports its earlier failures again."""
+        already = self.rejected_ids()
+        for reject in rejections:
+            if str(reject["id"]) not in already:
+                self.rejects.reject(
+                    str(reject["id"]), reject["stage"], reject["error"], reject.get("raw"),
+                    retryable=bool(reject.get("retryable", False)),
+                )  # fmt: skip
+                already.add(str(reject["id"]))
 
     def check_inputs(self, contents: dict[str, str], source: str) -> None:
         """Remember each input id's content; an id this run took on with other content is bad input.

@@ -10,10 +10,13 @@ API models the same arithmetic runs on money: price per token instead of 2·P.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
-from langchain_core.tools import tool
+from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field, model_validator
+
+from synthgraph.tools.agent_tool import agent_tool
+from synthgraph.tools.io import InputError
 
 Unit = Literal["flops", "usd"]
 
@@ -75,16 +78,19 @@ def plan_budget(
     unit: Unit = "flops",
 ) -> BudgetPlan:
     """Samples per problem for each model, each spending at most `budget` in `unit`."""
-    if budget <= 0 or problems <= 0 or tokens_per_solution <= 0:
-        raise ValueError("budget, problems and tokens_per_solution must be positive")
+    if not all(math.isfinite(v) and v > 0 for v in (budget, problems, tokens_per_solution)):
+        raise InputError("budget, problems and tokens_per_solution must be positive and finite")
     if not models:
-        raise ValueError("give at least one model")
+        raise InputError("give at least one model")
     plans: list[ModelPlan] = []
     for model in models:
         per_solution = model.cost_per_token(unit) * tokens_per_solution
         per_problem_sample = per_solution * problems
         # The small epsilon keeps an exactly affordable budget from flooring one short.
-        samples = math.floor(budget / per_problem_sample * (1 + 1e-9))
+        affordable = budget / per_problem_sample * (1 + 1e-9)
+        if not math.isfinite(affordable) or not math.isfinite(per_problem_sample):
+            raise InputError(f"{model.name}: the budget buys no finite number of samples")
+        samples = math.floor(affordable)
         plans.append(
             ModelPlan(
                 name=model.name,
@@ -116,14 +122,27 @@ def matched_budget(
     return strong.cost_per_token(unit) * tokens_per_solution * problems * strong_k
 
 
-@tool
+class BudgetArgs(BaseModel):
+    """Arguments of `plan_sampling_budget`."""
+
+    models: list[ModelCost] = Field(
+        min_length=1, max_length=8, description="Each model's parameter count or output price."
+    )
+    budget: float = Field(gt=0, description="FLOPs, or USD with unit 'usd'.")
+    problems: int = Field(ge=1, description="Number of problems.")
+    tokens_per_solution: float = Field(
+        default=200, gt=0, description="Expected tokens per solution."
+    )
+    unit: Unit = "flops"
+
+
 def plan_sampling_budget(
     models: list[ModelCost],
     budget: float,
     problems: int,
     tokens_per_solution: float = 200,
     unit: Unit = "flops",
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Plan compute-matched sampling: how many solutions per problem each model can afford.
 
     Give each model its parameter count (FLOPs budget, ≈2·params per token) or its
@@ -132,3 +151,13 @@ def plan_sampling_budget(
     cheap:dear samples ratio (the paper samples the weak model that many times more).
     """
     return plan_budget(models, budget, problems, tokens_per_solution, unit).model_dump()
+
+
+def sampling_budget_tool() -> StructuredTool:
+    """`plan_sampling_budget` as a tool: arithmetic only, no files."""
+    return agent_tool(
+        plan_sampling_budget,
+        name="plan_sampling_budget",
+        description=plan_sampling_budget.__doc__ or "",
+        args_schema=BudgetArgs,
+    )

@@ -227,11 +227,11 @@ def build_report(run_dir: Path, params: Mapping[str, float]) -> dict[str, Any]:
     Writes `sft.jsonl` (every verified solution) and `sft_<role>.jsonl` per model,
     the files the paper's three fine-tuning regimes start from.
     """
-    from synthgraph.tools.io import read_jsonl, write_json, write_records
+    from synthgraph.tools.io import InputError, read_jsonl, write_json, write_records
 
     samples_path = run_dir / "samples.jsonl"
     if not samples_path.exists():
-        raise FileNotFoundError(f"{run_dir}: no samples.jsonl (is this a sampling run folder?)")
+        raise InputError(f"{run_dir}: no samples.jsonl (is this a sampling run folder?)")
     samples = list(read_jsonl(samples_path))
     questions = {str(p["id"]): str(p["question"]) for p in read_jsonl(run_dir / "problems.jsonl")}
     rows = metrics_by_k(samples, params)

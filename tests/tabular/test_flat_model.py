@@ -127,6 +127,19 @@ def test_save_and_load_reproduce_samples(model: TabularARGN, tmp_path: Path) -> 
     )
 
 
+def test_load_restores_the_whole_training_config(tmp_path: Path) -> None:
+    model = TabularARGN(max_epochs=1, weight_decay=0.05, patience=2).fit(make_table(100))
+    model.save(tmp_path)
+    restored = TabularARGN.load(tmp_path)
+    assert restored.train_config == model.train_config
+    assert restored.train_config.weight_decay == 0.05
+
+
+def test_a_flat_model_has_no_context_to_sample(model: TabularARGN) -> None:
+    with pytest.raises(RuntimeError, match="sequential"):
+        model.sample_with_context(5)
+
+
 def test_training_honours_limits_seed_and_progress() -> None:
     table = make_table(300, seed=1)
     events: list[dict] = []

@@ -43,12 +43,22 @@ def model(tables: tuple[pd.DataFrame, pd.DataFrame]) -> TabularARGN:
 
 
 def test_sampled_sequence_lengths_are_plausible(model: TabularARGN) -> None:
-    context, events = model.sample(300, seed=1, return_context=True)
+    context, events = model.sample_with_context(300, seed=1)
     assert list(events.columns) == ["customer", "visit", "channel"]
     lengths = events.groupby("customer").size().reindex(context["customer"], fill_value=0)
     assert lengths.between(2, 8).mean() > 0.95
     by_segment = lengths.groupby(context.set_index("customer")["segment"]).mean()
     assert by_segment["a"] < 4.5 < 6 < by_segment["b"]
+
+
+def test_sample_returns_the_events_of_sample_with_context(model: TabularARGN) -> None:
+    _, events = model.sample_with_context(40, seed=5)
+    pd.testing.assert_frame_equal(model.sample(40, seed=5), events)
+
+
+def test_impute_refuses_a_sequential_model(model: TabularARGN) -> None:
+    with pytest.raises(ValueError, match="flat model"):
+        model.impute(pd.DataFrame({"visit": [None]}))
 
 
 def test_history_drives_the_next_row(model: TabularARGN) -> None:

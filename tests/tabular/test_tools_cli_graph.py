@@ -1,5 +1,6 @@
 """The tabular tools, a tool-calling agent over them, the CLI and the graph, end to end."""
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,21 @@ from langchain_core.messages import AIMessage, ToolMessage
 from typer.testing import CliRunner
 
 from synthgraph.graphs.cli import app
-from synthgraph.graphs.tabular import graph
-from synthgraph.tools.tabular_tools import generate_synthetic_table, tabular_tools
+from synthgraph.graphs.tabular.cli import fit_command
+from synthgraph.graphs.tabular.graph import graph
+from synthgraph.graphs.tabular.job import DEFAULT_EPOCHS, fit_job
+from synthgraph.graphs.tabular.tool import (
+    FitArgs,
+    fit_tool,
+    generate_synthetic_table,
+    generate_tool,
+    impute_tool,
+    report_tool,
+)
+from synthgraph.tabular import TabularARGN
 from synthgraph.tools.workspace import workspace_root
+
+TOOLS = [fit_tool(), generate_tool(), impute_tool(), report_tool()]
 
 
 def make_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -80,7 +93,7 @@ def test_a_tool_calling_agent_fits_generates_imputes_and_scores(workspace: Path)
         ),
         AIMessage(content="Done: synthetic table in syn.parquet."),
     ]
-    agent = create_react_agent(ToolCallingFakeModel(messages=iter(script)), tabular_tools())
+    agent = create_react_agent(ToolCallingFakeModel(messages=iter(script)), TOOLS)
     result = agent.invoke(
         {"messages": [("user", "Make a private synthetic copy of train.csv and score it.")]}
     )
@@ -102,7 +115,7 @@ def test_a_tool_calling_agent_fits_generates_imputes_and_scores(workspace: Path)
 
 
 def test_tools_refuse_paths_outside_the_workspace(workspace: Path, tmp_path: Path) -> None:
-    generate = {t.name: t for t in tabular_tools()}["generate_synthetic_table"]
+    generate = generate_tool()
     reply = generate.invoke({"model_dir": "../../elsewhere", "output_path": "x.csv"})
     assert "outside the workspace" in reply
     too_many = generate.invoke({"model_dir": "model", "output_path": "x.csv", "rows": 10**9})
@@ -132,8 +145,8 @@ def test_cli_fit_sample_impute_report(tmp_path: Path) -> None:
     runner = CliRunner()
     make_table(400, 0).to_csv(tmp_path / "train.csv", index=False)
     make_table(100, 1).to_csv(tmp_path / "holdout.csv", index=False)
-    seed = pd.DataFrame({"colour": ["red"] * 20})
-    seed.to_csv(tmp_path / "seed.csv", index=False)
+    fixed = pd.DataFrame({"colour": ["red"] * 20})
+    fixed.to_csv(tmp_path / "fixed.csv", index=False)
     model, out = tmp_path / "model", tmp_path / "syn.parquet"
 
     fitted = runner.invoke(
@@ -150,7 +163,7 @@ def test_cli_fit_sample_impute_report(tmp_path: Path) -> None:
             str(model),
             "--rows",
             "150",
-            "--random-seed",
+            "--seed",
             "0",
             "--out",
             str(out),
@@ -158,20 +171,20 @@ def test_cli_fit_sample_impute_report(tmp_path: Path) -> None:
     )
     assert sampled.exit_code == 0, sampled.output
     assert len(pd.read_parquet(out)) == 150
-    seeded = runner.invoke(
+    conditional = runner.invoke(
         app,
         [
             "tabular",
             "sample",
             "--model",
             str(model),
-            "--seed",
-            str(tmp_path / "seed.csv"),
+            "--input",
+            str(tmp_path / "fixed.csv"),
             "--out",
             str(tmp_path / "s.csv"),
         ],
     )
-    assert seeded.exit_code == 0, seeded.output
+    assert conditional.exit_code == 0, conditional.output
     assert (pd.read_csv(tmp_path / "s.csv")["colour"] == "red").all()
     gaps = make_table(30, 3)
     gaps.loc[::2, "colour"] = None
@@ -202,7 +215,7 @@ def test_cli_fit_sample_impute_report(tmp_path: Path) -> None:
             str(tmp_path / "train.csv"),
             "--holdout",
             str(tmp_path / "holdout.csv"),
-            "--json",
+            "--out",
             str(tmp_path / "report.json"),
         ],
     )
@@ -216,3 +229,108 @@ def test_cli_rejects_contradictory_options(tmp_path: Path) -> None:
         app, ["tabular", "sample", "--model", str(tmp_path), "--out", str(tmp_path / "x.csv")]
     )
     assert result.exit_code != 0
+
+
+def test_the_tools_return_dicts_with_workspace_relative_paths(workspace: Path) -> None:
+    fitted = fit_tool().invoke({"data_path": "train.csv", "model_dir": "m", "max_epochs": 1})
+    assert fitted["model_dir"] == "m" and fitted["epochs"] == 1 and not fitted["sequential"]
+    assert "history" not in fitted["parts"]["flat"]
+    pd.DataFrame({"colour": ["blue"] * 7}).to_csv(workspace / "fixed.csv", index=False)
+    generated = generate_tool().invoke(
+        {"model_dir": "m", "output_path": "out/syn.csv", "input_path": "fixed.csv", "seed": 0}
+    )
+    assert generated == {"output_path": "out/syn.csv", "rows": 7, "columns": ["colour", "size"]}
+    assert (pd.read_csv(workspace / "out" / "syn.csv")["colour"] == "blue").all()
+
+
+def test_one_default_epoch_limit_for_model_command_tool_and_graph() -> None:
+    assert inspect.signature(fit_command).parameters["epochs"].default == DEFAULT_EPOCHS
+    assert FitArgs.model_fields["max_epochs"].default == DEFAULT_EPOCHS
+    assert TabularARGN().train_config.max_epochs == DEFAULT_EPOCHS
+    assert inspect.signature(fit_job).parameters["epochs"].default == DEFAULT_EPOCHS
+
+
+def test_the_graph_shape() -> None:
+    assert graph.name == "tabular"
+    assert graph.get_graph().draw_mermaid() == MERMAID
+
+
+MERMAID = """---
+config:
+  flowchart:
+    curve: linear
+---
+graph TD;
+	__start__([<p>__start__</p>]):::first
+	fit(fit)
+	sample(sample)
+	report(report)
+	__end__([<p>__end__</p>]):::last
+	__start__ --> fit;
+	fit --> sample;
+	sample --> report;
+	report --> __end__;
+	classDef default fill:#f2f0ff,line-height:1.2
+	classDef first fill-opacity:0
+	classDef last fill:#bfb6fc
+"""
+
+
+def one_line_error(result: Any, cause: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and cause in lines[0], lines
+
+
+def test_the_model_refusing_input_is_one_line_from_every_command(tmp_path: Path) -> None:
+    runner = CliRunner()
+    make_table(100, 0).to_csv(tmp_path / "train.csv", index=False)
+    fit_job(tmp_path / "train.csv", tmp_path / "flat", epochs=1)
+    pd.DataFrame({"shape": ["round"]}).to_csv(tmp_path / "unknown.csv", index=False)
+    sampled = runner.invoke(
+        app,
+        [
+            "tabular",
+            "sample",
+            "-m",
+            str(tmp_path / "flat"),
+            "--input",
+            str(tmp_path / "unknown.csv"),
+            "--out",
+            str(tmp_path / "x.csv"),
+        ],
+    )
+    one_line_error(sampled, "seed columns not in the model: ['shape']")
+    fitted = runner.invoke(
+        app,
+        [
+            "tabular",
+            "fit",
+            str(tmp_path / "train.csv"),
+            "-m",
+            str(tmp_path / "seq"),
+            "--key",
+            "nope",
+            "--epochs",
+            "1",
+        ],
+    )
+    one_line_error(fitted, "context_key 'nope' is not a column")
+    events = make_table(100, 0).assign(entity=np.arange(100) // 4)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    fit_job(tmp_path / "events.csv", tmp_path / "seq", key="entity", epochs=1)
+    imputed = runner.invoke(
+        app,
+        [
+            "tabular",
+            "impute",
+            "-m",
+            str(tmp_path / "seq"),
+            "--data",
+            str(tmp_path / "train.csv"),
+            "--out",
+            str(tmp_path / "f.csv"),
+        ],
+    )
+    one_line_error(imputed, "impute needs a fitted flat model")

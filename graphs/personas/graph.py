@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -37,14 +37,16 @@ from synthgraph.agents.personas import (
     persona_from_text,
     related_persona,
 )
+from synthgraph.agents.resilience import Rejection, rejection
 from synthgraph.graphs.context import RunContext
-from synthgraph.tools.dedup import DedupResult, DedupService, ProgressCallback
+from synthgraph.tools.dedup import DedupResult, DedupService, Method, ProgressCallback
 from synthgraph.tools.io import content_id
 from synthgraph.tools.log import get_logger
 
 log = get_logger(__name__)
 
 DEFAULT_RELATIONS = ("colleague", "student", "customer")
+DedupMethod = Literal["both", "minhash", "embedding", "none"]
 
 
 # --- state ----------------------------------------------------------------------
@@ -62,12 +64,12 @@ class PersonasInput(TypedDict):
 class PersonasOutput(TypedDict):
     personas: list[dict[str, Any]]
     dropped: list[dict[str, Any]]
-    rejects: list[dict[str, Any]]
+    rejects: list[Rejection]
 
 
 class PersonasState(PersonasInput, total=False):
     generated: Annotated[list[dict[str, Any]], operator.add]
-    rejects: Annotated[list[dict[str, Any]], operator.add]
+    rejects: Annotated[list[Rejection], operator.add]
     frontier: list[dict[str, Any]]
     seen: int
     round: int
@@ -102,8 +104,9 @@ class PersonasContext(RunContext):
     """At most this many personas expanded per round (None: all of them)."""
     max_text_chars: int = 1200
     """Longer texts are clipped before prompting (small models, short contexts)."""
-    dedup: bool = True
-    """Run the two-stage dedup at the end (the CLI dedups in its own stage instead)."""
+    dedup: DedupMethod = "both"
+    """Dedup method at the end: MinHash, then embeddings (`both`), one of them, or `none`
+    (the job dedups the whole corpus in a stage of its own instead)."""
     namespace: str = "personas"
     """Dedup memory: personas are compared with everything kept before in this namespace."""
     threshold: float = 0.9
@@ -146,11 +149,14 @@ def dedup_personas(
     records: list[dict[str, Any]],
     namespace: str,
     threshold: float,
+    method: Method = "both",
     progress: ProgressCallback | None = None,
     owner: str | None = None,
 ) -> DedupResult:
-    """Two-stage dedup of persona records against the namespace's persistent memory."""
-    service = DedupService(namespace=namespace, threshold=threshold, progress=progress, owner=owner)
+    """Dedup of persona records against the namespace's persistent memory."""
+    service = DedupService(
+        namespace=namespace, threshold=threshold, method=method, progress=progress, owner=owner
+    )
     return service.dedup(records, field="persona")
 
 
@@ -183,15 +189,6 @@ def _context(runtime: Runtime[PersonasContext]) -> PersonasContext:
     return runtime.context or PersonasContext()
 
 
-def _reject(record_id: str, stage: str, error: Exception) -> dict[str, Any]:
-    return {
-        "id": record_id,
-        "stage": stage,
-        "error": f"{type(error).__name__}: {error}",
-        "raw": getattr(error, "raw", None),
-    }
-
-
 # --- nodes ----------------------------------------------------------------------
 def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
     context = _context(runtime)
@@ -205,7 +202,7 @@ def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[s
             **context.call_kwargs("text", text["id"], perspective),
         )
     except RECORD_ERRORS as error:
-        return {"rejects": [_reject(f"{text['id']}:{perspective}", "text_to_persona", error)]}
+        return {"rejects": [rejection(f"{text['id']}:{perspective}", "text_to_persona", error)]}
     record = persona_record(
         draft, source_id=text["id"], input_id=text["id"], round=0, perspective=perspective
     )
@@ -235,7 +232,7 @@ def persona_to_persona(task: ExpandTask, runtime: Runtime[PersonasContext]) -> d
             **context.call_kwargs("expand", parent["id"], relation),
         )
     except RECORD_ERRORS as error:
-        return {"rejects": [_reject(f"{parent['id']}:{relation}", "persona_to_persona", error)]}
+        return {"rejects": [rejection(f"{parent['id']}:{relation}", "persona_to_persona", error)]}
     record = persona_record(
         draft,
         source_id=parent["id"],
@@ -249,9 +246,9 @@ def persona_to_persona(task: ExpandTask, runtime: Runtime[PersonasContext]) -> d
 def dedup(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
     context = _context(runtime)
     generated = state.get("generated", [])
-    if not context.dedup or not generated:
+    if context.dedup == "none" or not generated:
         return {"personas": generated, "dropped": []}
-    result = dedup_personas(generated, context.namespace, context.threshold)
+    result = dedup_personas(generated, context.namespace, context.threshold, context.dedup)
     return {"personas": result.kept, "dropped": result.dropped}
 
 

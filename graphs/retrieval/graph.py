@@ -1,10 +1,13 @@
 """Query generation for retriever training (Promptagator / InPars): one document → queries.
 
+    START ─▶ prepare_prompt ─▶ write_queries ─▶ END
+
 The prompt style (Promptagator few-shot, InPars vanilla, InPars GBQ), the
 example set and the number of sampled queries are per-run knobs in the
 runtime context. `prepare_prompt` keeps the built chat prompt in the state, so
 Studio shows exactly what the model saw. `synthgraph retrieval generate` runs
-this graph once per corpus document (see `retrieval_cli.py`).
+this graph once per corpus document (see `graphs/retrieval/job.py`); a document
+that yields no query is rejected there, whole.
 """
 
 from __future__ import annotations
@@ -29,27 +32,6 @@ from synthgraph.tools.retrieval_data import (
 from synthgraph.tools.workspace import confine
 
 
-@dataclass
-class RetrievalContext(RunContext):
-    """Per-run knobs of query generation."""
-
-    style: Style = "promptagator"
-    """promptagator (task + few-shot), vanilla (InPars fixed examples) or gbq (bad/good questions)."""
-    examples_path: str | None = None
-    """Example set in the workspace (JSONL, or JSON with `task` and `examples`); unset: generic
-    built-in examples."""
-    examples: ExampleSet | None = None
-    """The example set itself, read by the caller (the CLI reads `--examples` from anywhere);
-    wins over `examples_path`."""
-    samples: int = 1
-    """Queries sampled per document (duplicates dropped)."""
-    max_doc_chars: int = 600
-    """Documents (and examples) are cut to about this many characters in the prompt."""
-    logprobs: bool = True
-    """Ask for token log-probs (InPars-v1 filter). Off, llama-cpp-python's server answers 2-3x
-    faster (it sorts the whole vocabulary in Python per token); llama-server barely slows."""
-
-
 # --- state ----------------------------------------------------------------------
 class QueryRecord(TypedDict):
     query: str
@@ -69,9 +51,32 @@ class RetrievalState(RetrievalInput, RetrievalOutput, total=False):
     messages: list[tuple[str, str]]
 
 
+# --- context --------------------------------------------------------------------
+@dataclass
+class RetrievalContext(RunContext):
+    """Per-run knobs of query generation."""
+
+    style: Style = "promptagator"
+    """promptagator (task + few-shot), vanilla (InPars fixed examples) or gbq (bad/good questions)."""
+    examples_path: str | None = None
+    """Example set in the workspace (JSONL, or JSON with `task` and `examples`); unset: generic
+    built-in examples."""
+    examples: ExampleSet | None = None
+    """The example set itself, read by the caller (the generate job reads `--examples` from
+    anywhere); wins over `examples_path`."""
+    samples: int = 1
+    """Queries sampled per document (duplicates dropped)."""
+    max_doc_chars: int = 600
+    """Documents (and examples) are cut to about this many characters in the prompt."""
+    logprobs: bool = True
+    """Ask for token log-probs (InPars-v1 filter). Off, llama-cpp-python's server answers 2-3x
+    faster (it sorts the whole vocabulary in Python per token); llama-server barely slows."""
+
+
 def context_examples(context: RetrievalContext, confined: bool = True) -> ExampleSet:
     """The run's example set. A path from graph input (Studio, MCP) must lie in the workspace;
-    trusted callers such as the CLI pass `confined=False` and hand the set over in `examples`."""
+    trusted callers such as the generate job pass `confined=False` and hand the set over in
+    `examples`."""
     if isinstance(context.examples, dict):  # from Studio or MCP: the set as plain JSON
         raw = context.examples
         try:
@@ -112,7 +117,7 @@ def write_queries(state: RetrievalState, runtime: Runtime[RetrievalContext]) -> 
     return {"queries": [{"query": q.query, "logprob": q.logprob} for q in found]}
 
 
-# --- edges ----------------------------------------------------------------------
+# --- builder ----------------------------------------------------------------------
 builder = StateGraph(
     RetrievalState,
     context_schema=RetrievalContext,

@@ -4,15 +4,18 @@ The graph handles one problem: the `weak` and `strong` roles each sample their
 k solutions in parallel branches (temperature > 0), every solution's final
 answer is extracted and checked against the gold answer, and the judge looks
 at the reasoning of a few answer-correct ones (the false-positive check).
-`run_sampling` drives it over a problems file through the one resumable batch
-loop, then writes the metrics, plots and SFT export (`build_report`).
+
+    START ─┬─ sample_weak ───┬─ verify_answers ─ judge_kept ─ END
+           └─ sample_strong ─┘
+
+The job over a problems file (runs, resume, metrics, plots, SFT export) is
+`synthgraph.graphs.sampling.job`.
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from langgraph.graph import END, START, StateGraph
@@ -21,41 +24,14 @@ from typing_extensions import TypedDict
 
 from synthgraph.agents.llm import StructuredOutputError
 from synthgraph.agents.sampling import judge_reasoning, solve
-from synthgraph.graphs.batch import BatchResult, run_batch, unique_items
 from synthgraph.graphs.context import RunContext
-from synthgraph.tools.io import InputProblem, load_texts, write_records
-from synthgraph.tools.runs import Run
-from synthgraph.tools.sampling_answers import AnswerError, gold_answer, verify
-from synthgraph.tools.sampling_metrics import build_report
+from synthgraph.tools.sampling_answers import gold_answer, verify
 from synthgraph.tools.settings import Role
 
 GRAPH_NAME = "sampling"
-SAMPLES = "samples.jsonl"
-PROBLEMS = "problems.jsonl"
-# Nominal sizes of the two local models (Qwen2.5-Coder 0.5B and 1.5B): the ratio
-# P_SE / P_WC = 3 is the paper's Gemma2 9B / 27B ratio.
-DEFAULT_PARAMS: dict[str, float] = {"weak": 0.5e9, "strong": 1.5e9}
 
 
-@dataclass
-class SamplingContext(RunContext):
-    """Per-run knobs of the sampling graph (Studio shows them as a form)."""
-
-    weak_k: int = 6
-    """Solutions per problem from the weak, cheap model (role `weak`)."""
-    strong_k: int = 2
-    """Solutions per problem from the strong, expensive model (role `strong`)."""
-    judge_per_model: int = 1
-    """Answer-correct solutions per problem and model whose reasoning the judge checks."""
-    judge_max_tokens: int = 160
-    """Length cap of the judge's verdict."""
-
-    def __post_init__(self) -> None:
-        if self.temperature is None:
-            self.temperature = 0.7  # sampling needs temperature > 0; the paper's setting
-
-
-# --- state ----------------------------------------------------------------------
+# --- state --------------------------------------------------------------------
 class Problem(TypedDict):
     id: str
     question: str
@@ -75,7 +51,26 @@ class SamplingState(SamplingInput, SamplingOutput, total=False):
     drafts: Annotated[list[dict[str, Any]], operator.add]
 
 
-# --- nodes ----------------------------------------------------------------------
+# --- context ------------------------------------------------------------------
+@dataclass
+class SamplingContext(RunContext):
+    """Per-run knobs of the sampling graph (Studio shows them as a form)."""
+
+    weak_k: int = 6
+    """Solutions per problem from the weak, cheap model (role `weak`)."""
+    strong_k: int = 2
+    """Solutions per problem from the strong, expensive model (role `strong`)."""
+    judge_per_model: int = 1
+    """Answer-correct solutions per problem and model whose reasoning the judge checks."""
+    judge_max_tokens: int = 160
+    """Length cap of the judge's verdict."""
+
+    def __post_init__(self) -> None:
+        if self.temperature is None:
+            self.temperature = 0.7  # sampling needs temperature > 0; the paper's setting
+
+
+# --- nodes --------------------------------------------------------------------
 def _sample(role: Role, k: int, state: SamplingState, context: SamplingContext) -> dict[str, Any]:
     problem = state["problem"]
     drafts: list[dict[str, Any]] = []
@@ -147,7 +142,7 @@ def judge_kept(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[
     return {"samples": samples}
 
 
-# --- edges ----------------------------------------------------------------------
+# --- builder ------------------------------------------------------------------
 builder = StateGraph(
     SamplingState,
     context_schema=SamplingContext,
@@ -165,74 +160,3 @@ builder.add_edge("verify_answers", "judge_kept")
 builder.add_edge("judge_kept", END)
 
 graph = builder.compile(name=GRAPH_NAME)
-
-
-# --- running over many problems -------------------------------------------------
-def load_problems(path: Path, run: Run) -> list[Problem]:
-    """Problems with a readable gold answer; the others go to the rejects file, once."""
-    records, problems = load_texts(path, text_field="question")
-    usable: list[Problem] = []
-    for record in records:
-        answer = record.meta.get("answer")
-        try:
-            if not isinstance(answer, str):
-                raise AnswerError("field 'answer' is missing or not text")
-            gold_answer(answer)
-        except AnswerError as error:
-            problems.append(InputProblem(record.id, f"{record.source}: {error}"))
-            continue
-        usable.append(Problem(id=record.id, question=record.text, answer=answer))
-    run.reject_inputs(problems)
-    return usable
-
-
-SAMPLING_KNOBS = ("weak_k", "strong_k", "judge_per_model", "temperature", "max_tokens")
-"""The context fields a sampling run keeps in its manifest."""
-
-
-def run_config(
-    problems_path: Path, context: SamplingContext, params: dict[str, float]
-) -> dict[str, Any]:
-    """What a sampling run keeps in its manifest: resuming it with other values is refused."""
-    knobs = {key: getattr(context, key) for key in SAMPLING_KNOBS}
-    return {"problems": str(problems_path), **knobs, "params": params}
-
-
-def run_sampling(
-    problems_path: Path,
-    run: Run,
-    context: SamplingContext,
-    *,
-    limit: int | None = None,
-    workers: int | None = None,
-    params: dict[str, float] | None = None,
-    retry_rejects: bool = True,
-    dedupe_ids: bool = False,
-    show_progress: bool = True,
-) -> tuple[BatchResult, dict[str, Any]]:
-    """Sample, verify and judge every problem not yet done in `run`; then write the report."""
-    source = str(problems_path)
-    problems = unique_items(
-        load_problems(problems_path, run), lambda p: p["id"], source=source, dedupe=dedupe_ids
-    )
-    # Every problem's text, whatever `limit` says now: an earlier or later call may sample more.
-    write_records([dict(p) for p in problems], run.path(PROBLEMS))
-    todo = problems[:limit] if limit else problems
-    result = run_batch(
-        run,
-        todo,
-        lambda problem: graph.invoke({"problem": problem}, context=context)["samples"],
-        item_id=lambda problem: problem["id"],
-        output=SAMPLES,
-        done_field="problem_id",
-        content=lambda problem: f"{problem['question']}\x1f{problem['answer']}",
-        source=source,
-        retry_rejects=retry_rejects,
-        stage="sample",
-        description="sampling",
-        workers=workers,
-        show_progress=show_progress,
-    )
-    report = build_report(run.root, params or DEFAULT_PARAMS)
-    run.finish(problems=len(todo), samples=result.written, rejected=result.rejected)
-    return result, report

@@ -28,6 +28,7 @@ from synthgraph.agents.personas import (
     load_few_shot,
     synthesize_item,
 )
+from synthgraph.agents.resilience import Rejection, rejection
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.io import content_id
 from synthgraph.tools.workspace import confine
@@ -41,12 +42,12 @@ class SynthesisInput(TypedDict):
 
 class SynthesisOutput(TypedDict):
     items: list[dict[str, Any]]
-    rejects: list[dict[str, Any]]
+    rejects: list[Rejection]
 
 
 class SynthesisState(SynthesisInput, total=False):
     items: Annotated[list[dict[str, Any]], operator.add]
-    rejects: Annotated[list[dict[str, Any]], operator.add]
+    rejects: Annotated[list[Rejection], operator.add]
 
 
 class ItemTask(TypedDict):
@@ -105,14 +106,8 @@ def write_item(task: ItemTask, runtime: Runtime[SynthesisContext]) -> dict[str, 
             persona["persona"], context.task, examples, record_id=item_id, **model_kwargs
         )
     except RECORD_ERRORS as error:
-        reject = {
-            "id": item_id,
-            "stage": f"synthesize.{context.task}",
-            "error": f"{type(error).__name__}: {error}",
-        }
-        return {
-            "rejects": [{**reject, "raw": getattr(error, "raw", None), "persona_id": persona["id"]}]
-        }
+        reject = rejection(item_id, f"synthesize.{context.task}", error)
+        return {"rejects": [{**reject, "persona_id": persona["id"]}]}
     record = {
         "id": item_id,
         "persona_id": persona["id"],

@@ -1,45 +1,39 @@
 """`synthgraph tabular`: fit a TabularARGN, sample, impute and score synthetic tables.
 
 Tables are CSV, Parquet or JSONL by extension. The CLI takes any path (the user
-is trusted); the agent tools in `tools/tabular_tools.py` confine theirs to the
-workspace.
+is trusted); the agent tools in `graphs/tabular/tool.py` confine theirs to the
+workspace. Each command parses its options, runs its job (`graphs/tabular/job.py`) and
+prints the summary; bad input ends it with one line (the root command's `UserErrorsGroup`).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
+from rich.progress import Progress, TaskID
 
 from synthgraph.graphs.cli_support import fail, progress, stdout, table
-from synthgraph.tabular import TabularARGN, quality_report
-from synthgraph.tabular.argn import META_FILE
-from synthgraph.tools.io import InputError, read_table, write_json, write_table
+from synthgraph.graphs.tabular.job import (
+    DEFAULT_EPOCHS,
+    fit_job,
+    impute_job,
+    report_job,
+    sample_job,
+)
+
+# Old spelling → new (the root command rewrites the old one, with a warning). The seed table
+# of `sample` was `--seed PATH`; it is `--input PATH` now, and `--seed` the random seed.
+DEPRECATED_FLAGS = {"--random-seed": "--seed", "--json": "--out"}
 
 app = typer.Typer(
     help="TabularARGN synthetic tables: fit, sample, impute, report.", no_args_is_help=True
 )
 
-
-def _read(path: Path, need_rows: bool = False) -> pd.DataFrame:
-    """A flat table; with `need_rows`, an empty one is an `InputError` too."""
-    frame = read_table(path, flat=True)
-    if need_rows and frame.empty:
-        raise InputError(f"{path}: no rows")
-    return frame
-
-
-def _load(model: Path) -> TabularARGN:
-    """A saved model; a folder that holds none is an `InputError`."""
-    if not (model / META_FILE).is_file():
-        raise InputError(f"{model}: no saved model here (no {META_FILE}; see `tabular fit`)")
-    try:
-        return TabularARGN.load(model)
-    except (ValueError, KeyError, OSError) as error:
-        raise InputError(f"{model}: not a readable model ({error})") from error
+Seed = Annotated[int | None, typer.Option(help="Random seed for reproducible results.")]
 
 
 @app.command("fit")
@@ -52,11 +46,11 @@ def fit_command(
     key: Annotated[
         str | None, typer.Option(help="Entity key column of DATA (and of --context).")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 100,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = DEFAULT_EPOCHS,
     max_minutes: Annotated[
         float | None, typer.Option(help="Wall-clock limit for training.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for reproducible training.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed for reproducible training.")] = 0,
     threads: Annotated[
         int | None, typer.Option(help="torch threads (default: torch's choice).")
     ] = None,
@@ -64,16 +58,17 @@ def fit_command(
     """Train a TabularARGN on DATA and save it to --model (safetensors + JSON)."""
     if context is not None and key is None:
         fail("--context needs --key")
-    frame = _read(data, need_rows=True)
-    context_frame = _read(context, need_rows=True) if context is not None else None
-    argn = TabularARGN(max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads)
-    with progress() as bar:
-        tasks: dict[str, Any] = {}
+    with ExitStack() as shown:
+        bar: Progress | None = None
+        tasks: dict[str, TaskID] = {}
 
         def report(event: dict[str, Any]) -> None:
+            nonlocal bar
             stage = event.get("stage", "flat")
             if "step" not in event:
                 return
+            if bar is None:  # from the first step on: input refused before it stays one line
+                bar = shown.enter_context(progress())
             total = event["max_epochs"] * event["steps_per_epoch"]
             if stage not in tasks:
                 tasks[stage] = bar.add_task(f"fit {stage}", total=total)
@@ -84,21 +79,27 @@ def fit_command(
                 description=f"fit {stage} (loss {event['train_loss']:.3f})",
             )
 
-        try:
-            argn.fit(frame, context=context_frame, context_key=key, progress=report)
-        except ValueError as error:
-            fail(str(error))
-    argn.save(model)
+        summary = fit_job(
+            data,
+            model,
+            context=context,
+            key=key,
+            epochs=epochs,
+            max_minutes=max_minutes,
+            seed=seed,
+            threads=threads,
+            progress=report,
+        )
     rows = [
         [
-            stage,
+            part,
             s["epochs"],
             s["best_epoch"],
             f"{s['best_val_loss']:.4f}",
             s["stop_reason"],
             s["seconds"],
         ]
-        for stage, s in argn.summary.items()
+        for part, s in summary.parts.items()
     ]
     stdout.print(
         table(
@@ -119,31 +120,21 @@ def sample_command(
     rows: Annotated[
         int | None, typer.Option(min=1, help="Rows (flat) or entities (sequential).")
     ] = None,
-    seed: Annotated[
+    given: Annotated[
         Path | None,
-        typer.Option(
-            "--seed", help="Seed table: fixed values (flat) or context rows (sequential)."
-        ),
+        typer.Option("--input", help="Table of fixed values (flat) or context rows (sequential)."),
     ] = None,
     temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
-    random_seed: Annotated[int | None, typer.Option(help="Seed for reproducible samples.")] = None,
+    seed: Seed = None,
 ) -> None:
-    """Generate synthetic rows, unconditionally (--rows) or for each row of --seed."""
-    if (rows is None) == (seed is None):
-        fail("give exactly one of --rows and --seed")
-    argn = _load(model)
-    seed_frame = _read(seed) if seed is not None else None
-    options: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "seed": random_seed}
-    try:
-        if argn.is_sequential:
-            synthetic = argn.sample(rows, context=seed_frame, **options)
-        else:
-            synthetic = argn.sample(rows, seed_data=seed_frame, **options)
-    except ValueError as error:
-        fail(str(error))
-    write_table(synthetic, out)
-    stdout.print(f"{len(synthetic):,} rows → {out}")
+    """Generate synthetic rows, unconditionally (--rows) or for each row of --input."""
+    if (rows is None) == (given is None):
+        fail("give exactly one of --rows and --input")
+    summary = sample_job(
+        model, out, rows=rows, given=given, temperature=temperature, top_p=top_p, seed=seed
+    )
+    stdout.print(f"{summary.rows:,} rows → {out}")
 
 
 @app.command("impute")
@@ -151,19 +142,11 @@ def impute_command(
     model: Annotated[Path, typer.Option("--model", "-m", help="A saved flat model folder.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Table with missing cells.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Completed table.")],
-    random_seed: Annotated[
-        int | None, typer.Option(help="Seed for reproducible imputations.")
-    ] = None,
+    seed: Seed = None,
 ) -> None:
     """Fill the missing cells of --data; known cells are kept."""
-    frame = _read(data)
-    try:
-        imputed = _load(model).impute(frame, seed=random_seed)
-    except (ValueError, RuntimeError) as error:
-        fail(str(error))
-    write_table(imputed, out)
-    filled = int(frame.isna().sum().sum() - imputed.isna().sum().sum())
-    stdout.print(f"{filled:,} cells filled → {out}")
+    summary = impute_job(model, data, out, seed=seed)
+    stdout.print(f"{summary.filled_cells:,} cells filled → {out}")
 
 
 @app.command("report")
@@ -173,25 +156,19 @@ def report_command(
     holdout: Annotated[
         Path | None, typer.Option("--holdout", help="Holdout table (for the DCR share).")
     ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the full report here.")
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also write the full report (JSON) here.")
     ] = None,
 ) -> None:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
-    report = quality_report(
-        _read(synthetic, need_rows=True),
-        _read(training, need_rows=True),
-        _read(holdout, need_rows=True) if holdout else None,
-    )
-    accuracy = report["accuracy"]
-    rows = [[name, f"{value:.4f}"] for name, value in accuracy.items()]
-    if "dcr" in report:
-        rows.append(["DCR share", f"{report['dcr']['share']:.4f}"])
+    summary = report_job(synthetic, training, holdout=holdout, report_path=out)
+    rows = [[name, f"{value:.4f}"] for name, value in summary.accuracy.items()]
+    if summary.dcr_share is not None:
+        rows.append(["DCR share", f"{summary.dcr_share:.4f}"])
     stdout.print(table(f"quality of {synthetic.name}", ["metric", "value"], rows))
-    if json_out is not None:
-        write_json(report, json_out)
-        stdout.print(f"report → {json_out}")
+    if out is not None:
+        stdout.print(f"report → {out}")
     else:
         stdout.print_json(
-            json.dumps({"accuracy": accuracy, "dcr_share": report.get("dcr", {}).get("share")})
+            json.dumps({"accuracy": summary.accuracy, "dcr_share": summary.dcr_share})
         )

@@ -10,7 +10,6 @@ weak-to-strong improvement (the strong model learns from the weak model's data).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,9 +26,19 @@ from synthgraph.graphs.cli_support import (
     stdout,
     table,
 )
-from synthgraph.tools.io import InputError, load_texts
-from synthgraph.tools.runs import MANIFEST
-from synthgraph.tools.sampling_budget import BudgetPlan, ModelCost, plan_budget
+from synthgraph.graphs.sampling.graph import SamplingContext
+from synthgraph.graphs.sampling.job import (
+    DEFAULT_PARAMS,
+    budget_plan,
+    model_costs,
+    report_job,
+    sampling_job,
+)
+from synthgraph.tools.runs import REJECTS
+from synthgraph.tools.sampling_budget import BudgetPlan, plan_budget
+
+DEPRECATED_FLAGS: dict[str, str] = {}
+"""Old flag → new flag (none: `--resume` now takes the run, which no rewrite can alias)."""
 
 sampling_app = typer.Typer(
     help="Weak-cheap vs strong-expensive sampling at a matched compute budget."
@@ -37,15 +46,6 @@ sampling_app = typer.Typer(
 
 WeakParams = Annotated[float, typer.Option(help="Parameters of the weak model (role weak).")]
 StrongParams = Annotated[float, typer.Option(help="Parameters of the strong model (role strong).")]
-
-
-def _models(
-    weak_params: float, strong_params: float, weak_price: float | None, strong_price: float | None
-) -> list[ModelCost]:
-    return [
-        ModelCost(name="weak", params=weak_params, usd_per_million_tokens=weak_price),
-        ModelCost(name="strong", params=strong_params, usd_per_million_tokens=strong_price),
-    ]
 
 
 def _print_plan(plan: BudgetPlan) -> None:
@@ -107,8 +107,8 @@ def plan(
         float, typer.Option(help="Expected generated tokens per solution.")
     ] = 200,
     unit: Annotated[str, typer.Option(help="flops or usd.")] = "flops",
-    weak_params: WeakParams = 0.5e9,
-    strong_params: StrongParams = 1.5e9,
+    weak_params: WeakParams = DEFAULT_PARAMS["weak"],
+    strong_params: StrongParams = DEFAULT_PARAMS["strong"],
     weak_price: Annotated[
         float | None, typer.Option(help="Weak model USD per million output tokens.")
     ] = None,
@@ -120,12 +120,14 @@ def plan(
     """How many samples per problem each model affords at the same budget (≈2·P FLOPs per token)."""
     if unit not in ("flops", "usd"):
         fail(f"--unit must be flops or usd, not {unit!r}")
+    params = {"weak": weak_params, "strong": strong_params}
+    prices = {"weak": weak_price, "strong": strong_price}
     try:
         result = plan_budget(
-            _models(weak_params, strong_params, weak_price, strong_price), budget, problems, tokens_per_solution,
+            model_costs(params, prices), budget, problems, tokens_per_solution,
             unit=unit,  # type: ignore[arg-type]
         )  # fmt: skip
-    except ValueError as error:
+    except ValueError as error:  # a bad number is a bad option, not a bug
         fail(str(error))
     if as_json:
         stdout.print_json(result.model_dump_json())
@@ -139,7 +141,12 @@ def run(
     problems: Annotated[
         Path, typer.Argument(help="JSONL/CSV/Parquet with `question` and `answer` (`#### N`).")
     ],
-    out: Annotated[Path, typer.Option(help="Run folder (outputs, rejects, metrics, plots, SFT).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder (outputs, rejects, metrics, plots, SFT; default: data/runs/<id>)."
+        ),
+    ] = None,
     weak_k: Annotated[int, typer.Option(help="Solutions per problem from role weak.")] = 6,
     strong_k: Annotated[int, typer.Option(help="Solutions per problem from role strong.")] = 2,
     budget: Annotated[
@@ -154,61 +161,37 @@ def run(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.7,
     max_tokens: Annotated[int, typer.Option(help="Length cap of one solution.")] = 256,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
-    weak_params: WeakParams = 0.5e9,
-    strong_params: StrongParams = 1.5e9,
-    resume: Annotated[bool, typer.Option(help="Continue the run already in --out.")] = False,
+    weak_params: WeakParams = DEFAULT_PARAMS["weak"],
+    strong_params: StrongParams = DEFAULT_PARAMS["strong"],
+    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
     retry_rejects: RetryRejects = True,
     dedupe_ids: DedupeIds = False,
     max_reject_rate: MaxRejectRate = 0.5,
 ) -> None:
-    """Sample, verify and judge; then write metrics, plots and the SFT export into --out."""
-    from synthgraph.graphs.sampling import (
-        GRAPH_NAME,
-        SAMPLING_KNOBS,
-        SamplingContext,
-        run_config,
-        run_sampling,
-    )  # fmt: skip
-    from synthgraph.tools.runs import Run
-
+    """Sample, verify and judge; then write metrics, plots and the SFT export into the run folder."""
     if temperature <= 0:
         fail("--temperature must be > 0: sampling k solutions at temperature 0 gives k copies")
     params = {"weak": weak_params, "strong": strong_params}
-    # Read before the run folder exists: bad input must not leave one behind.
-    records, _ = load_texts(problems, text_field="question")
     if budget is not None:
-        count = limit or len(records)
-        budget_plan = plan_budget(
-            _models(weak_params, strong_params, None, None), budget, count, tokens_per_solution
-        )
-        _print_plan(budget_plan)
-        weak_k, strong_k = (m.samples_per_problem for m in budget_plan.models)
+        planned = budget_plan(problems, budget, tokens_per_solution, params=params, limit=limit)
+        _print_plan(planned)
+        weak_k, strong_k = (m.samples_per_problem for m in planned.models)
         if strong_k == 0:
             fail("the budget does not buy one strong sample per problem; raise --budget")
     context = SamplingContext(
         temperature=temperature, max_tokens=max_tokens, weak_k=weak_k, strong_k=strong_k,
-        judge_per_model=judge_per_model, run_dir=str(out),
+        judge_per_model=judge_per_model,
     )  # fmt: skip
-    config = run_config(problems, context, params)
-    if resuming_as_started(ctx, resume):  # go on with the settings the run started with
-        run_folder = Run.open(GRAPH_NAME, out=out, resume=str(out))
-        started = run_folder.manifest["config"]
-        context = replace(context, **{key: started[key] for key in SAMPLING_KNOBS})
-        params = started["params"]
-    else:
-        run_folder = Run.open(
-            GRAPH_NAME, out=out, resume=str(out) if resume else None, config=config
-        )
-    result, report = run_sampling(
-        problems, run_folder, context, limit=limit, params=params, retry_rejects=retry_rejects,
-        dedupe_ids=dedupe_ids,
+    summary = sampling_job(
+        problems, out, None if resuming_as_started(ctx, resume) else context, resume=resume,
+        params=params, limit=limit, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
     )  # fmt: skip
     console.print(
-        f"[green]done[/] {result.processed} problems this time ({result.skipped} already done, "
-        f"{result.rejected} rejected: see {out / 'rejects.jsonl'})"
+        f"[green]done[/] {summary.processed} problems this time ({summary.skipped} already done, "
+        f"{summary.rejected} rejected: see {Path(summary.run_dir) / REJECTS})"
     )
-    _print_report(report)
-    exit_on_rejects(out, max_reject_rate, resume_args=f"--out {out} --resume")
+    _print_report(summary.report)
+    exit_on_rejects(summary.run_dir, max_reject_rate)
 
 
 @sampling_app.command()
@@ -217,20 +200,7 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Recompute the metrics table, plots and SFT export of a sampling run."""
-    from synthgraph.graphs.sampling import DEFAULT_PARAMS
-    from synthgraph.tools.sampling_metrics import build_report
-
-    manifest = run_dir / MANIFEST
-    params = DEFAULT_PARAMS
-    if manifest.exists():
-        params = (
-            json.loads(manifest.read_text("utf-8")).get("config", {}).get("params")
-            or DEFAULT_PARAMS
-        )
-    try:
-        result = build_report(run_dir, params)
-    except (FileNotFoundError, InputError) as error:
-        fail(str(error))
+    result = report_job(run_dir)
     if as_json:
         stdout.print_json(json.dumps(result))
     else:

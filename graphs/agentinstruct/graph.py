@@ -2,13 +2,24 @@
 
 One graph, three subgraphs (Orca AgentInstruct, arXiv 2407.03502):
 
+    START ─▶ prepare ─Send per (seed, skill)─▶ content_transformation ─▶ plan_instructions
+             plan_instructions ─Send per transformed text─▶ instruction_generation ─▶ plan_refinement
+             plan_refinement ─Send per judged pair─▶ refinement ─▶ deduplicate ─▶ END
+             (a step with nothing to fan out goes straight to deduplicate)
+
+    content_transformation:  START ─▶ route ─Send per transformation─▶ transform ─▶ END
+    instruction_generation:  START ─▶ sample_types ─▶ create_pairs ─▶ judge_pairs ─▶ END
+    refinement:              START ─▶ start ─▶ suggest ─▶ edit ─▶ judge_edit ─▶ finish ─▶ END
+                                        ▲                             │
+                                        └──(accepted, rounds left)────┘
+
 1. content_transformation: a router picks transformations of the skill for a
    seed (all, a random k, or the model's choice) and each transformation agent
    rewrites the seed into a text suited to the skill;
 2. instruction_generation: per transformed text, instruction types are sampled
    from the skill's taxonomy, the generator writes each task and its answer,
    and the judge checks the answer against the text (rejected pairs go to
-   `rejected` with the judge's reasons);
+   `rejects` with the judge's reasons);
 3. refinement: a suggester-editor pair makes each task harder for up to N
    rounds; the loop stops early when the judge rejects an edit, and every
    round's version stays in the record.
@@ -45,39 +56,11 @@ from synthgraph.agents.agentinstruct import (
     suggest_refinements,
     transform_seed,
 )
-from synthgraph.agents.resilience import is_retryable
+from synthgraph.agents.resilience import Rejection, rejection
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.dedup import DedupService
 from synthgraph.tools.io import content_id
-
-
-# --- context ----------------------------------------------------------------------
-@dataclass
-class AgentInstructContext(RunContext):
-    """Per-run knobs of the AgentInstruct graph."""
-
-    routing: Literal["all", "sample", "llm"] = "sample"
-    """How transformations are picked per seed: all of the skill's, a random k, or the model's choice of k."""
-    transformations_per_seed: int = 1
-    """k for routing 'sample' and 'llm'."""
-    instructions_per_seed: int = 1
-    """Instructions created per seed and skill (spread over its transformed texts)."""
-    refine_rounds: int = 1
-    """Suggester-editor rounds per instruction (0: no refinement)."""
-    min_score: int = 3
-    """Lowest judge score (1-5) an answer needs to be kept."""
-    max_seed_chars: int = 1500
-    """Seeds are cut to this many characters (at a paragraph or line break) before transformation."""
-    sampling_seed: int = 0
-    """Seed of the random choices (transformations, instruction types): same seed, same choices."""
-    dedup_method: Literal["both", "minhash", "embedding", "none"] = "both"
-    """Near-duplicate removal: MinHash then embeddings, one of them, or none."""
-    dedup_threshold: float = 0.9
-    """Similarity at which an instruction counts as a near duplicate of a kept one."""
-    dedup_namespace: str | None = None
-    """Dedup memory shared across invocations (the CLI uses one per run); unset: this invocation only."""
-    dedup_owner: str | None = None
-    """Who stores kept instructions (the CLI: the run id); see `DedupService`'s `owner`."""
+from synthgraph.tools.text import excerpt
 
 
 # --- state --------------------------------------------------------------------------
@@ -108,15 +91,6 @@ class Candidate(TypedDict):
     judge: dict[str, Any]
 
 
-class Rejection(TypedDict):
-    id: str
-    stage: str
-    error: str
-    raw: str | None
-    retryable: bool
-    """The endpoint failed (down, rate-limited, garbage reply): a later try may succeed."""
-
-
 class AgentInstructInput(TypedDict):
     seeds: list[Seed]
     skills: NotRequired[list[str]]
@@ -125,7 +99,7 @@ class AgentInstructInput(TypedDict):
 
 class AgentInstructOutput(TypedDict):
     instructions: list[dict[str, Any]]
-    rejected: Annotated[list[Rejection], operator.add]
+    rejects: Annotated[list[Rejection], operator.add]
 
 
 class AgentInstructState(AgentInstructInput, AgentInstructOutput, total=False):
@@ -143,7 +117,7 @@ class TransformationInput(TypedDict):
 
 class TransformationOutput(TypedDict):
     transformed: Annotated[list[Transformed], operator.add]
-    rejected: Annotated[list[Rejection], operator.add]
+    rejects: Annotated[list[Rejection], operator.add]
 
 
 class TransformationState(TransformationInput, TransformationOutput, total=False):
@@ -163,7 +137,7 @@ class GenerationInput(TypedDict):
 
 class GenerationOutput(TypedDict):
     candidates: Annotated[list[Candidate], operator.add]
-    rejected: Annotated[list[Rejection], operator.add]
+    rejects: Annotated[list[Rejection], operator.add]
 
 
 class GenerationState(GenerationInput, GenerationOutput, total=False):
@@ -187,6 +161,35 @@ class RefinementState(RefinementInput, RefinementOutput, total=False):
     max_rounds: int
 
 
+# --- context ----------------------------------------------------------------------
+@dataclass
+class AgentInstructContext(RunContext):
+    """Per-run knobs of the AgentInstruct graph."""
+
+    routing: Literal["all", "sample", "llm"] = "sample"
+    """How transformations are picked per seed: all of the skill's, a random k, or the model's choice of k."""
+    transformations_per_seed: int = 1
+    """k for routing 'sample' and 'llm'."""
+    instructions_per_seed: int = 1
+    """Instructions created per seed and skill (spread over its transformed texts)."""
+    refine_rounds: int = 1
+    """Suggester-editor rounds per instruction (0: no refinement)."""
+    min_score: int = 3
+    """Lowest judge score (1-5) an answer needs to be kept."""
+    max_seed_chars: int = 1500
+    """Seeds are cut to this many characters (at a paragraph or line break) before transformation."""
+    seed: int = 0
+    """Random seed of the choices (transformations, instruction types): same seed, same choices."""
+    dedup: Literal["both", "minhash", "embedding", "none"] = "both"
+    """Near-duplicate removal: MinHash then embeddings, one of them, or none."""
+    threshold: float = 0.9
+    """Similarity at which an instruction counts as a near duplicate of a kept one."""
+    namespace: str | None = None
+    """Dedup memory shared across invocations (a job uses one per run); unset: this invocation only."""
+    owner: str | None = None
+    """Who stores kept instructions (a job: its run id); see `DedupService`'s `owner`."""
+
+
 # --- helpers -------------------------------------------------------------------------
 def _context(runtime: Runtime[AgentInstructContext]) -> AgentInstructContext:
     return runtime.context or AgentInstructContext()
@@ -195,31 +198,6 @@ def _context(runtime: Runtime[AgentInstructContext]) -> AgentInstructContext:
 def _rng(*parts: object) -> random.Random:
     """A random source fixed by its parts, so resumed and repeated runs choose alike."""
     return random.Random("/".join(map(str, parts)))
-
-
-def _rejection(
-    record_id: str, stage: str, error: BaseException | str, raw: str | None = None
-) -> Rejection:
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return {
-        "id": record_id,
-        "stage": stage,
-        "error": message,
-        "raw": raw or getattr(error, "raw", None),
-        "retryable": not isinstance(error, str) and is_retryable(error),
-    }
-
-
-def excerpt(text: str, max_chars: int) -> str:
-    """The text cut to `max_chars`, at the last paragraph or line break when there is one."""
-    if len(text) <= max_chars:
-        return text
-    cut = text[:max_chars]
-    for marker in ("\n\n", "\n", ". "):
-        at = cut.rfind(marker)
-        if at > max_chars // 2:
-            return cut[:at].rstrip()
-    return cut.rstrip()
 
 
 def _accepted(verdict: dict[str, Any], context: AgentInstructContext) -> bool:
@@ -251,9 +229,7 @@ def route(state: TransformationState, runtime: Runtime[AgentInstructContext]) ->
         return {"chosen": list(skill.transformations)}
     if context.routing == "sample":
         return {
-            "chosen": sample_transformations(
-                skill, k, _rng(seed["id"], skill.name, context.sampling_seed)
-            )
+            "chosen": sample_transformations(skill, k, _rng(seed["id"], skill.name, context.seed))
         }
     record_id = f"{seed['id']}/{skill.name}"
     try:
@@ -261,7 +237,7 @@ def route(state: TransformationState, runtime: Runtime[AgentInstructContext]) ->
             skill, seed["text"], k, record_id=record_id, **context.model_kwargs()
         )
     except Exception as error:  # the seed's other skills go on
-        return {"chosen": [], "rejected": [_rejection(record_id, "route", error)]}
+        return {"chosen": [], "rejects": [rejection(record_id, "route", error)]}
     return {"chosen": chosen}
 
 
@@ -286,7 +262,7 @@ def transform(task: TransformTask, runtime: Runtime[AgentInstructContext]) -> Tr
             **context.model_kwargs(),
         )
     except Exception as error:
-        return {"transformed": [], "rejected": [_rejection(record_id, "transform", error)]}
+        return {"transformed": [], "rejects": [rejection(record_id, "transform", error)]}
     item: Transformed = {
         "seed_id": seed["id"],
         "seed_source": seed.get("source", seed["id"]),
@@ -294,7 +270,7 @@ def transform(task: TransformTask, runtime: Runtime[AgentInstructContext]) -> Tr
         "transformation": task["transformation"],
         "text": text,
     }
-    return {"transformed": [item], "rejected": []}
+    return {"transformed": [item], "rejects": []}
 
 
 transformation_builder = StateGraph(
@@ -317,7 +293,7 @@ def sample_types(state: GenerationState, runtime: Runtime[AgentInstructContext])
     context = _context(runtime)
     source = state["source"]
     skill = load_skill(source["skill"])
-    rng = _rng(source["seed_id"], skill.name, source["transformation"], context.sampling_seed)
+    rng = _rng(source["seed_id"], skill.name, source["transformation"], context.seed)
     return {"types": sample_instruction_types(skill, state["count"], rng)}
 
 
@@ -327,7 +303,7 @@ def create_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext])
     source = state["source"]
     skill = load_skill(source["skill"])
     pairs: list[Candidate] = []
-    rejected: list[Rejection] = []
+    rejects: list[Rejection] = []
     for index, instruction_type in enumerate(state["types"]):
         record_id = content_id(
             source["seed_id"], skill.name, source["transformation"], instruction_type, str(index)
@@ -344,7 +320,7 @@ def create_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext])
                 skill, source["text"], instruction, record_id=record_id, **context.model_kwargs()
             )
         except Exception as error:
-            rejected.append(_rejection(record_id, "create", error))
+            rejects.append(rejection(record_id, "create", error))
             continue
         pairs.append(
             {
@@ -356,14 +332,14 @@ def create_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext])
                 "judge": {},
             }
         )
-    return {"pairs": pairs, "rejected": rejected}
+    return {"pairs": pairs, "rejects": rejects}
 
 
 def judge_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
     """The judge checks each answer against the text; rejected pairs keep the judge's reasons."""
     context = _context(runtime)
     candidates: list[Candidate] = []
-    rejected: list[Rejection] = []
+    rejects: list[Rejection] = []
     for pair in state.get("pairs", []):
         skill = load_skill(pair["source"]["skill"])
         try:
@@ -376,18 +352,18 @@ def judge_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext]) 
                 context,
             )
         except Exception as error:
-            rejected.append(_rejection(pair["id"], "judge", error))
+            rejects.append(rejection(pair["id"], "judge", error))
             continue
         if _accepted(verdict, context):
             candidates.append({**pair, "judge": verdict})
         else:
             reason = f"judge rejected the answer (correct={verdict['correct']}, score={verdict['score']}): {verdict['reasons']}"
-            rejected.append(
-                _rejection(
+            rejects.append(
+                rejection(
                     pair["id"], "judge", reason, raw=f"{pair['instruction']}\n---\n{pair['answer']}"
                 )
             )
-    return {"candidates": candidates, "rejected": rejected}
+    return {"candidates": candidates, "rejects": rejects}
 
 
 generation_builder = StateGraph(
@@ -575,16 +551,16 @@ def prepare(state: AgentInstructState, runtime: Runtime[AgentInstructContext]) -
     for name in skills:
         load_skill(name)  # an unknown or malformed skill is the caller's error: raise it
     jobs: list[TransformationInput] = []
-    rejected: list[Rejection] = []
+    rejects: list[Rejection] = []
     for seed in state["seeds"]:
         text = seed.get("text")
         if not isinstance(text, str) or not text.strip():
-            rejected.append(_rejection(str(seed.get("id")), "seed", "the seed has no text"))
+            rejects.append(rejection(str(seed.get("id")), "seed", "the seed has no text"))
             continue
         seed_id = str(seed.get("id") or content_id(text.strip()))  # Studio users may leave ids out
         cut: Seed = {**seed, "id": seed_id, "text": excerpt(text.strip(), context.max_seed_chars)}
         jobs.extend({"seed": cut, "skill": name} for name in skills)
-    return {"jobs": jobs, "rejected": rejected}
+    return {"jobs": jobs, "rejects": rejects}
 
 
 def fan_out_seeds(state: AgentInstructState) -> list[Send] | str:
@@ -631,24 +607,24 @@ def deduplicate(
     """Drop instructions too similar to one already kept (in this call or this run)."""
     context = _context(runtime)
     records = state.get("refined", [])
-    if context.dedup_method == "none" or not records:
+    if context.dedup == "none" or not records:
         return {"instructions": records}
-    namespace = context.dedup_namespace or f"agentinstruct-{uuid.uuid4().hex[:12]}"
+    namespace = context.namespace or f"agentinstruct-{uuid.uuid4().hex[:12]}"
     service = DedupService(
         namespace,
-        threshold=context.dedup_threshold,
-        method=context.dedup_method,
-        owner=context.dedup_owner,
+        threshold=context.threshold,
+        method=context.dedup,
+        owner=context.owner,
     )
-    # Concurrent invocations may share one memory (the CLI runs several seed jobs at
+    # Concurrent invocations may share one memory (a job runs several seeds at
     # once): the service locks it around each call.
     try:
         result = service.dedup(records, field="instruction")
     finally:
-        if context.dedup_namespace is None:
+        if context.namespace is None:
             service.reset()  # a one-off memory: leave nothing behind
     duplicates = [
-        _rejection(
+        rejection(
             r["id"],
             "dedup",
             f"near-duplicate of {r['dedup']['nearest_id']} ({r['dedup']['stage']} similarity {r['dedup']['score']})",
@@ -656,7 +632,7 @@ def deduplicate(
         )
         for r in result.dropped
     ]
-    return {"instructions": result.kept, "rejected": duplicates}
+    return {"instructions": result.kept, "rejects": duplicates}
 
 
 builder = StateGraph(

@@ -1,0 +1,1 @@
+"""The agentinstruct feature: graph, job, command and tool."""

@@ -1,0 +1,138 @@
+"""`synthgraph instruct` and `synthgraph instruct-export`: options in, the job's summary out.
+
+The work is `graphs/agentinstruct/job.py`'s; these commands parse and print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthgraph.graphs.agentinstruct.job import (
+    InstructOptions,
+    export_job,
+    instruct_job,
+    skill_rows,
+)
+from synthgraph.graphs.cli_support import (
+    DedupeIds,
+    MaxRejectRate,
+    RetryRejects,
+    console,
+    exit_on_rejects,
+    fail,
+    resuming_as_started,
+    stdout,
+    table,
+)
+
+DEPRECATED_FLAGS: dict[str, str] = {}
+"""Old flag → new flag (none: instruct's flags already use the shared vocabulary)."""
+
+
+def instruct_command(
+    ctx: typer.Context,
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="Seed documents: a folder of .txt/.md/code files, or a JSONL, Parquet or CSV file of texts.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default data/runs/<id>).")
+    ] = None,
+    skills: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated skills (default: every shipped skill; see --list-skills)."
+        ),
+    ] = None,
+    per_seed: Annotated[
+        int, typer.Option("--per-seed", help="Instructions per seed and skill.")
+    ] = 1,
+    refine_rounds: Annotated[
+        int, typer.Option("--refine-rounds", help="Suggester-editor rounds (0: none).")
+    ] = 1,
+    routing: Annotated[
+        str,
+        typer.Option(
+            help="Transformations per seed: all, sample (random k) or llm (the model picks k)."
+        ),
+    ] = "sample",
+    transformations: Annotated[int, typer.Option(help="k for --routing sample/llm.")] = 1,
+    max_seed_chars: Annotated[int, typer.Option(help="Cut seeds to this many characters.")] = 1500,
+    dedup: Annotated[
+        str,
+        typer.Option(
+            help="Near-duplicate removal: both (MinHash, then embeddings), minhash, embedding, none."
+        ),
+    ] = "both",
+    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
+    text_field: Annotated[
+        str, typer.Option(help="Text column of JSONL/Parquet/CSV seeds.")
+    ] = "text",
+    id_field: Annotated[str, typer.Option(help="Id column of JSONL/Parquet/CSV seeds.")] = "id",
+    list_skills_only: Annotated[
+        bool, typer.Option("--list-skills", help="List the shipped skills and exit.")
+    ] = False,
+) -> None:
+    """AgentInstruct: turn seed documents into instruction data (chat messages with provenance).
+
+    Writes OUT/instructions.jsonl, OUT/rejects.jsonl and a Hugging Face dataset in OUT/hf/.
+    """
+    if list_skills_only:
+        columns = ["skill", "transformations", "instruction types"]
+        stdout.print(table("skills", columns, skill_rows()))
+        return
+    if source is None:
+        fail("give INPUT: a folder of text or code files, or a JSONL, Parquet or CSV file")
+    if routing not in ("all", "sample", "llm"):
+        fail(f"--routing must be all, sample or llm, not {routing!r}")
+    if dedup not in ("both", "minhash", "embedding", "none"):
+        fail(f"--dedup must be both, minhash, embedding or none, not {dedup!r}")
+    if per_seed < 1 or refine_rounds < 0 or transformations < 1:
+        fail("--per-seed and --transformations must be at least 1, --refine-rounds at least 0")
+    options = InstructOptions(
+        skills=[s.strip() for s in skills.split(",") if s.strip()] if skills else [],
+        instructions_per_seed=per_seed,
+        refine_rounds=refine_rounds,
+        routing=routing,
+        transformations_per_seed=transformations,
+        max_seed_chars=max_seed_chars,
+        dedup=dedup,
+        text_field=text_field,
+        id_field=id_field,
+    )
+    summary = instruct_job(
+        source,
+        out,
+        # No option that shapes the data given on --resume: the run goes on as it started.
+        options=None if resuming_as_started(ctx, resume) else options,
+        resume=resume,
+        retry_rejects=retry_rejects,
+        dedupe_ids=dedupe_ids,
+    )
+    rows = [[k, v] for k, v in summary.counts.items()]
+    stdout.print(table("agentinstruct", ["count", "value"], rows))
+    console.print(
+        f"instructions: {summary.instructions}\nrejects: {summary.rejects}\n"
+        f"dataset: {summary.dataset}"
+    )
+    exit_on_rejects(summary.run_dir, max_reject_rate)
+
+
+def instruct_export_command(
+    run: Annotated[
+        Path,
+        typer.Argument(help="A run folder of `synthgraph instruct` (or its instructions.jsonl)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
+) -> None:
+    """Export AgentInstruct output as a Hugging Face dataset (Parquet + dataset card)."""
+    console.print(f"dataset: {export_job(run, out).dataset}")

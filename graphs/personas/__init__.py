@@ -1,0 +1,1 @@
+"""The personas feature: graph, job, command and tool."""

@@ -1,0 +1,1 @@
+"""The retrieval feature: graph, job, command and tool."""

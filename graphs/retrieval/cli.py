@@ -1,0 +1,205 @@
+"""`synthgraph retrieval generate|filter|train|eval`: unlabelled corpus → trained retriever.
+
+Each command parses its options, calls its job (`graphs/retrieval/job.py`) and prints the summary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthgraph.graphs.cli_support import (
+    DedupeIds,
+    MaxRejectRate,
+    RetryRejects,
+    console,
+    exit_on_rejects,
+    fail,
+    resuming_as_started,
+    stdout,
+    table,
+)
+from synthgraph.graphs.retrieval.graph import RetrievalContext
+from synthgraph.graphs.retrieval.job import (
+    PAIRS,
+    ST_DATASET,
+    TRIPLES,
+    eval_job,
+    filter_job,
+    generate_job,
+    train_job,
+)
+from synthgraph.tools.retrieval_data import STYLES
+
+DEPRECATED_FLAGS: dict[str, str] = {}
+retrieval_app = typer.Typer(
+    help="Retrieval training data: generate queries, filter, train, evaluate.", no_args_is_help=True
+)
+
+
+@retrieval_app.command("generate")
+def generate_command(
+    ctx: typer.Context,
+    corpus: Annotated[
+        Path,
+        typer.Argument(help="BEIR folder or corpus.jsonl, or a folder / JSONL / Parquet / CSV."),
+    ],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: data/runs/<id>).")] = None,
+    style: Annotated[str, typer.Option(help="promptagator, vanilla or gbq.")] = "promptagator",
+    examples: Annotated[
+        Path | None, typer.Option(help="Example set (JSONL, or JSON with task + examples).")
+    ] = None,
+    per_doc: Annotated[int, typer.Option("--per-doc", help="Queries sampled per document.")] = 1,
+    limit: Annotated[
+        int | None, typer.Option(help="Use a seeded random sample of this many documents.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 13,
+    max_tokens: Annotated[int, typer.Option(help="Completion cap per query.")] = 48,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    logprobs: Annotated[
+        bool,
+        typer.Option(help="Ask for token log-probs (needed by the logprob filter; slower)."),
+    ] = True,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop after about this long (resume later).")
+    ] = None,
+    resume: Annotated[str | None, typer.Option(help="Resume a run by id or folder.")] = None,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
+    text_field: Annotated[
+        str, typer.Option(help="Text field of JSONL/Parquet/CSV input.")
+    ] = "text",
+    id_field: Annotated[str, typer.Option(help="Id field of JSONL/Parquet/CSV input.")] = "_id",
+) -> None:
+    """Write search queries for corpus documents (Promptagator / InPars prompts)."""
+    if style not in STYLES:
+        fail(f"--style must be one of {', '.join(STYLES)}, not {style!r}")
+    context = RetrievalContext(
+        style=style,  # type: ignore[arg-type]
+        examples_path=str(examples) if examples else None,
+        samples=per_doc,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        logprobs=logprobs,
+    )
+    summary = generate_job(
+        corpus, out, context=None if resuming_as_started(ctx, resume) else context, limit=limit,
+        seed=seed, resume=resume,
+        retry_rejects=retry_rejects, dedupe_ids=dedupe_ids, max_minutes=max_minutes,
+        text_field=text_field, id_field=id_field,
+    )  # fmt: skip
+    rows = [[k, v] for k, v in asdict(summary).items() if k != "seconds"]
+    stdout.print(table("retrieval generate", ["", "value"], rows))
+    console.print(f"pairs: {summary.run_dir}/{PAIRS}")
+    exit_on_rejects(summary.run_dir, max_reject_rate)
+
+
+@retrieval_app.command("filter")
+def filter_command(
+    run_dir: Annotated[Path, typer.Argument(help="A `retrieval generate` run folder.")],
+    filters: Annotated[
+        str, typer.Option(help="Comma list of logprob, reranker, roundtrip ('' for none).")
+    ] = "logprob,roundtrip",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN_DIR/filtered or /unfiltered).")
+    ] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="corpus.jsonl (default: the one the run generated from).")
+    ] = None,
+    keep: Annotated[
+        float, typer.Option(help="Fraction kept by the logprob and reranker filters.")
+    ] = 0.7,
+    top_k: Annotated[int, typer.Option(help="Round-trip: the source must be in this top k.")] = 10,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per query.")] = 3,
+    negative_sources: Annotated[str, typer.Option(help="bm25, dense or both.")] = "bm25,dense",
+    reranker: Annotated[
+        Path | None, typer.Option(help="A trained cross-encoder folder for the reranker filter.")
+    ] = None,
+    retriever: Annotated[
+        Path | None,
+        typer.Option(help="Bi-encoder for round-trip and dense negatives (default: MiniLM)."),
+    ] = None,
+) -> None:
+    """Filter generated pairs (InPars-v1/v2, Promptagator round-trip) and mine hard negatives."""
+    chosen = [f for f in filters.split(",") if f.strip()]
+    summary = filter_job(
+        run_dir, filters=chosen, out=out, corpus_path=corpus, keep=keep, top_k=top_k, negatives=negatives,
+        negative_sources=tuple(s for s in negative_sources.split(",") if s), reranker=reranker, retriever=retriever,
+    )  # fmt: skip
+    rows = [[f["name"], f["before"], f["kept"], f["removed"], f["note"]] for f in summary.filters]
+    stdout.print(table("retrieval filter", ["filter", "before", "kept", "removed", "note"], rows))
+    console.print(
+        f"{summary.triples} triples: {summary.out_dir}/{TRIPLES} (sentence-transformers: {ST_DATASET})"
+    )
+
+
+@retrieval_app.command("train")
+def train_command(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder with train_triples.jsonl (or a run folder).")
+    ],
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    epochs: Annotated[int, typer.Option(help="Passes over the triples.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Queries per step (in-batch negatives).")] = 32,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per query used in the loss.")] = 1,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-5,
+    cross_encoder: Annotated[
+        Path | None, typer.Option(help="Also train a MiniLM cross-encoder reranker here.")
+    ] = None,
+) -> None:
+    """Fine-tune MiniLM (MultipleNegativesRankingLoss + hard negatives), optionally a reranker."""
+    summary = train_job(
+        folder, out, epochs=epochs, batch_size=batch_size, negatives=negatives,
+        learning_rate=learning_rate, cross_encoder=cross_encoder,
+    )  # fmt: skip
+    rows = [
+        [r.model_dir, r.examples, r.steps, f"{r.first_loss:.3f} → {r.last_loss:.3f}", r.seconds]
+        for r in summary.models
+    ]
+    stdout.print(table("retrieval train", ["model", "examples", "steps", "loss", "seconds"], rows))
+
+
+@retrieval_app.command("eval")
+def eval_command(
+    beir_dir: Annotated[
+        Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A fine-tuned bi-encoder folder (default: base MiniLM only)."),
+    ] = None,
+    reranker: Annotated[
+        Path | None, typer.Option(help="A cross-encoder folder: adds `+ reranker` rows.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
+    rerank_depth: Annotated[
+        int, typer.Option(help="Documents the reranker reorders per query.")
+    ] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
+) -> None:
+    """Score BM25, the base MiniLM, a fine-tuned model and reranking on a BEIR folder."""
+    models: dict[str, Path | None] = {"MiniLM (base)": None}
+    if model is not None:
+        models[f"MiniLM fine-tuned ({model.name})"] = model
+    rows = eval_job(
+        beir_dir, split=split, models=models, reranker=reranker, rerank_depth=rerank_depth
+    )
+    if as_json:
+        stdout.print_json(json.dumps(rows))
+        return
+    body = [
+        [r["system"], f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['mrr@10']:.4f}"]
+        for r in rows
+    ]
+    stdout.print(
+        table(
+            f"retrieval eval ({split}, {rows[0]['queries']} queries)",
+            ["system", "nDCG@10", "Recall@100", "MRR@10"],
+            body,
+        )
+    )

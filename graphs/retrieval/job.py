@@ -1,0 +1,382 @@
+"""The retrieval jobs: unlabelled corpus → query pairs → training triples → trained retriever.
+
+- `generate_job`: the retrieval graph once per corpus document → `pairs.jsonl`
+  (one append per document, so a killed run resumes where it stopped).
+- `filter_job`: InPars-v1 log-prob, InPars-v2 reranker and Promptagator round-trip
+  filters (each switchable and counted), then BM25 + dense hard negatives →
+  `train_triples.jsonl` and the sentence-transformers dataset `train_st.jsonl`.
+- `train_job`: MiniLM bi-encoder (MultipleNegativesRankingLoss), optionally a
+  cross-encoder reranker, on CPU.
+- `eval_job`: nDCG@10, Recall@100, MRR@10 on a BEIR folder.
+
+The filters, negatives, training and metrics are services in `tools/retrieval_*.py`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from synthgraph.agents.resilience import rejection
+from synthgraph.graphs.batch import run_batch, unique_items
+from synthgraph.graphs.jobs import open_job
+from synthgraph.graphs.retrieval.graph import RetrievalContext, context_examples, graph
+from synthgraph.tools.embeddings import get_embeddings
+from synthgraph.tools.io import (
+    InputError,
+    TextRecord,
+    content_id,
+    count_records,
+    read_jsonl,
+    write_json,
+    write_records,
+)
+from synthgraph.tools.log import get_logger
+from synthgraph.tools.retrieval_data import corpus_documents, load_beir, load_corpus, load_triples
+from synthgraph.tools.retrieval_filters import (
+    hard_negative_triples,
+    logprob_filter,
+    reranker_filter,
+    roundtrip_filter,
+)
+from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex, Hits
+from synthgraph.tools.retrieval_metrics import score_hits
+from synthgraph.tools.retrieval_training import (
+    Reranker,
+    TrainReport,
+    reranker_scores,
+    train_bi_encoder,
+    train_cross_encoder,
+)
+from synthgraph.tools.runs import RunError
+from synthgraph.tools.settings import get_settings
+
+log = get_logger(__name__)
+PAIRS = "pairs.jsonl"
+FILTERS = ("logprob", "reranker", "roundtrip")
+TRIPLES = "train_triples.jsonl"
+ST_DATASET = "train_st.jsonl"
+
+
+def vectors_cache() -> Path:
+    """Where dense corpus vectors are cached, per model and per text."""
+    return get_settings().cache_dir / "retrieval-vectors"
+
+
+# --- generate -------------------------------------------------------------------
+@dataclass
+class GenerateSummary:
+    run_dir: str
+    documents: int = 0
+    pairs: int = 0
+    rejects: int = 0
+    skipped: int = 0
+    stopped_early: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def generate_job(
+    corpus: Path,
+    out: Path | None,
+    *,
+    context: RetrievalContext | None = None,
+    limit: int | None = None,
+    seed: int = 13,
+    resume: str | None = None,
+    retry_rejects: bool = True,
+    dedupe_ids: bool = False,
+    max_minutes: float | None = None,
+    text_field: str = "text",
+    id_field: str = "_id",
+    show_progress: bool = True,
+) -> GenerateSummary:
+    """Queries for (a seeded sample of) the corpus, in a resumable run folder.
+
+    On `resume`, `context=None` goes on with the run's own knobs (context, limit,
+    seed); knobs given must be the run's. `max_minutes` stops between chunks of
+    documents once the time is up; the run resumes later from where it stopped.
+    """
+    config = None
+    if resume is None or context is not None:
+        context = context or RetrievalContext()
+        config = {"corpus": str(corpus), "limit": limit, "seed": seed, "context": asdict(context)}
+    # Read before the run folder opens, so bad input leaves no run folder behind.
+    documents, problems = corpus_documents(corpus, text_field, id_field)
+    run, config = open_job("retrieval", config, out=out, resume=resume, problems=problems)
+    if config["corpus"] != str(corpus):  # one run never mixes the documents of two corpora
+        raise RunError(
+            f"cannot resume {run.root}: it was started on {config['corpus']}, not {corpus}"
+        )
+    limit, seed = config["limit"], config["seed"]
+    context = RetrievalContext(**config["context"])
+    # The caller's example file is read here, wherever it is (a bad one fails now, not once
+    # per document); the graph itself reads example files only inside the workspace.
+    context = replace(context, examples=context_examples(context, confined=False))
+    # Checked on the whole corpus: the batches below see only a chunk each.
+    documents = unique_items(documents, lambda d: d.id, source=str(corpus), dedupe=dedupe_ids)
+    random.Random(seed).shuffle(documents)
+    documents = documents[:limit] if limit else documents
+
+    def process(document: TextRecord) -> list[dict[str, Any]]:
+        result = graph.invoke(
+            {"document_id": document.id, "document": document.text}, context=context
+        )
+        if not result["queries"]:
+            raise ValueError("the model wrote no usable query")
+        return [
+            {
+                "id": content_id(document.id, q["query"]),
+                "source_id": document.id,
+                "query": q["query"],
+                "logprob": q["logprob"],
+                "style": context.style,
+            }
+            for q in result["queries"]
+        ]
+
+    summary = GenerateSummary(str(run.root), documents=len(documents))
+    started = time.monotonic()
+    chunk = 25 if max_minutes else len(documents) or 1
+    for first in range(0, len(documents), chunk):
+        if max_minutes and time.monotonic() - started > max_minutes * 60:
+            summary.stopped_early = True
+            break
+        result = run_batch(
+            run,
+            documents[first : first + chunk],
+            process,
+            item_id=lambda d: d.id,
+            output=PAIRS,
+            content=lambda d: d.text,
+            source=str(corpus),
+            retry_rejects=retry_rejects,
+            stage="generate",
+            description="writing queries",
+            show_progress=show_progress,
+        )
+        summary.skipped += result.skipped
+    run.timing("generate", time.monotonic() - started)
+    summary.seconds["generate"] = round(time.monotonic() - started, 1)
+    summary.pairs = count_records(run.path(PAIRS))
+    run.finish(status="stopped" if summary.stopped_early else "done", pairs=summary.pairs)
+    summary.rejects = run.manifest["counts"].get("rejects", 0)
+    return summary
+
+
+# --- filter and hard negatives --------------------------------------------------
+@dataclass
+class FilterSummary:
+    out_dir: str
+    pairs: int
+    kept: int
+    triples: int
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def filter_job(
+    run_dir: Path,
+    *,
+    filters: list[str],
+    out: Path | None = None,
+    corpus_path: Path | None = None,
+    keep: float = 0.7,
+    top_k: int = 10,
+    negatives: int = 3,
+    negative_sources: tuple[str, ...] = ("bm25", "dense"),
+    reranker: Path | None = None,
+    retriever: Path | None = None,
+    seed: int = 13,
+) -> FilterSummary:
+    """Filter the pairs of a generate run, mine hard negatives, export training triples.
+
+    Without `reranker`, the InPars-v2 filter uses a cross-encoder initialised
+    from MiniLM and trained on the pairs themselves, cross-fitted: each half is
+    scored by a model trained on the other half, so no pair scores itself.
+    """
+    unknown = [f for f in filters if f not in FILTERS]
+    if unknown:
+        raise InputError(
+            f"unknown filter(s) {', '.join(unknown)}; choose from {', '.join(FILTERS)}"
+        )
+    run, config = open_job("retrieval", None, resume=str(run_dir))
+    out = out or run.root / ("filtered" if filters else "unfiltered")
+    corpus = load_corpus(corpus_path or Path(config["corpus"]))
+    pairs: dict[str, dict[str, Any]] = {}  # by id: the same query for the same document counts once
+    orphans = []
+    for pair in read_jsonl(run.path(PAIRS)):
+        if pair["source_id"] in corpus:
+            pairs.setdefault(pair["id"], pair)
+        else:
+            orphans.append(
+                rejection(
+                    pair["id"],
+                    "filter",
+                    f"source document {pair['source_id']!r} is not in the corpus",
+                )
+            )
+    run.import_rejects(orphans)
+    if not pairs:
+        raise InputError(f"{run.root}: no usable pairs in {PAIRS}")
+    summary = FilterSummary(str(out), pairs=len(pairs), kept=0, triples=0)
+    base_retriever = get_embeddings(retriever) if retriever else get_embeddings()
+    dense: DenseIndex | None = None
+
+    def dense_index() -> DenseIndex:
+        nonlocal dense
+        if dense is None:
+            dense = DenseIndex(corpus, base_retriever, cache_dir=vectors_cache())
+        return dense
+
+    kept = list(pairs.values())
+    for name in filters:
+        started = time.monotonic()
+        if name == "logprob":
+            requested = bool(config.get("context", {}).get("logprobs", True))
+            kept, report = logprob_filter(kept, keep, requested)
+        elif name == "reranker":
+            scores, note = reranker_scores(kept, corpus, reranker, out, seed)
+            kept, report = reranker_filter(kept, scores, keep, note)
+        else:
+            hits = dense_index().search([p["query"] for p in kept], top_k)
+            kept, report = roundtrip_filter(
+                kept, hits, top_k, f"source in the top {top_k} of {retriever or 'base MiniLM'}"
+            )
+        summary.filters.append({**asdict(report), "removed": report.removed})
+        summary.seconds[name] = round(time.monotonic() - started, 1)
+        log.info(
+            "retrieval.filter",
+            filter=name,
+            before=report.before,
+            kept=report.kept,
+            note=report.note,
+        )
+
+    started = time.monotonic()
+    triples = hard_negative_triples(
+        kept,
+        corpus,
+        negatives,
+        negative_sources,
+        dense_index if "dense" in negative_sources else None,
+        seed,
+    )
+    summary.seconds["negatives"] = round(time.monotonic() - started, 1)
+    summary.kept, summary.triples = len(kept), len(triples)
+    write_records(kept, out / "filtered_pairs.jsonl")
+    write_records(triples, out / TRIPLES)
+    write_records(
+        [
+            {
+                "anchor": t["query"],
+                "positive": t["positive"],
+                **{f"negative_{i + 1}": n for i, n in enumerate(t["negatives"])},
+            }
+            for t in triples
+        ],
+        out / ST_DATASET,
+    )
+    write_json(asdict(summary), out / "filter_report.json")
+    run.count(**{f"kept_{out.name}": len(kept)})
+    return summary
+
+
+# --- train ----------------------------------------------------------------------
+@dataclass
+class TrainSummary:
+    models: list[TrainReport]
+    """The bi-encoder's report, then the cross-encoder's if one was trained."""
+
+
+def find_triples(folder: Path) -> Path:
+    """The triples of a filter output folder, or of a run folder's filtered/unfiltered output."""
+    for candidate in (
+        folder / TRIPLES,
+        folder / "filtered" / TRIPLES,
+        folder / "unfiltered" / TRIPLES,
+    ):
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"{folder}: no {TRIPLES} (run `synthgraph retrieval filter` first)")
+
+
+def train_job(
+    folder: Path,
+    out: Path,
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    negatives: int = 1,
+    learning_rate: float = 2e-5,
+    cross_encoder: Path | None = None,
+) -> TrainSummary:
+    """Fine-tune MiniLM on the triples in `folder` into `out`; with `cross_encoder`, a
+    reranker too."""
+    path = find_triples(folder)
+    triples = load_triples(path)
+    if not triples:
+        raise InputError(f"{path}: no training triples")
+    summary = TrainSummary(
+        [
+            train_bi_encoder(
+                triples,
+                out,
+                epochs=epochs,
+                batch_size=batch_size,
+                negatives=negatives,
+                learning_rate=learning_rate,
+            )
+        ]
+    )
+    if cross_encoder is not None:
+        summary.models.append(
+            train_cross_encoder(triples, cross_encoder, epochs=epochs, batch_size=batch_size)
+        )
+    return summary
+
+
+# --- eval -----------------------------------------------------------------------
+def eval_job(
+    beir_dir: Path,
+    *,
+    split: str = "test",
+    models: dict[str, Path | None] | None = None,
+    reranker: Path | None = None,
+    rerank_depth: int = 20,
+    rerank: list[str] | None = None,
+    bm25: bool = True,
+) -> list[dict[str, Any]]:
+    """nDCG@10, Recall@100 and MRR@10 per system: BM25, each bi-encoder, and each + reranker.
+
+    `models` maps a name to a sentence-transformers folder (None: the base
+    MiniLM). The reranker reorders the top `rerank_depth` of each first stage
+    named in `rerank` (default: all). Returns one row per system.
+    """
+    for path in (models or {}).values():
+        if path is not None and not any(
+            (path / f).is_file() for f in ("modules.json", "config.json")
+        ):
+            raise InputError(f"{path}: not a sentence-transformers model folder")
+    data = load_beir(beir_dir, split)
+    if not data.queries:
+        raise InputError(f"{beir_dir}: no judged queries in qrels/{split}.tsv")
+    query_ids = list(data.queries)
+    texts = [data.queries[q] for q in query_ids]
+    first_stages: dict[str, list[Hits]] = {}
+    if bm25:
+        first_stages["BM25"] = Bm25Index(data.corpus).search(texts, 100)
+    for name, path in (models or {"MiniLM (base)": None}).items():
+        index = DenseIndex(data.corpus, get_embeddings(path), cache_dir=vectors_cache())
+        first_stages[name] = index.search(texts, 100)
+    rows = [score_hits(name, query_ids, hits, data.qrels) for name, hits in first_stages.items()]
+    if reranker is not None:
+        model = Reranker(reranker)
+        for name, hits in first_stages.items():
+            if rerank is not None and name not in rerank:
+                continue
+            reranked = model.rerank(texts, hits, data.corpus, rerank_depth)
+            rows.append(score_hits(f"{name} + reranker", query_ids, reranked, data.qrels))
+    return rows

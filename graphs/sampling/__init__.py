@@ -1,0 +1,1 @@
+"""The sampling feature: graph, job, command and tool."""

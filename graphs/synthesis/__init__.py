@@ -1,0 +1,1 @@
+"""The synthesis feature: graph, job, command and tool."""

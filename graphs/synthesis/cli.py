@@ -1,0 +1,70 @@
+"""`synthgraph synthesize`: personas × a task → items (the job is `job.py`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthgraph.graphs.cli_support import (
+    DedupeIds,
+    MaxRejectRate,
+    RetryRejects,
+    console,
+    exit_on_rejects,
+    fail,
+    resuming_as_started,
+    stdout,
+    table,
+)
+from synthgraph.graphs.synthesis.graph import SynthesisContext
+from synthgraph.graphs.synthesis.job import ITEMS, TASKS, few_shot_file, synthesis_job
+
+DEPRECATED_FLAGS: dict[str, str] = {"--max-records": "--limit"}
+
+
+def synthesize_command(
+    ctx: typer.Context,
+    personas: Annotated[
+        Path, typer.Option("--personas", help="personas.jsonl (fields id, persona).")
+    ],
+    task: Annotated[
+        str | None, typer.Option(help=f"One of: {', '.join(TASKS)} (a resume keeps the run's).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/<id>).")
+    ] = None,
+    per_persona: Annotated[int, typer.Option(min=1, max=20, help="Items per persona.")] = 1,
+    few_shot: Annotated[
+        str | None,
+        typer.Option(help="JSONL of example items, or 'bundled' for the shipped examples."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N personas.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
+    retry_rejects: RetryRejects = True,
+    dedupe_ids: DedupeIds = False,
+    max_reject_rate: MaxRejectRate = 0.5,
+) -> None:
+    """Write task items (math, instruction, knowledge, npc, tool) from each persona's view."""
+    if task is None and not resume:
+        fail(f"--task is required for a new run: one of {', '.join(TASKS)}")
+    as_started = resuming_as_started(ctx, resume)
+    context = None
+    if not as_started:
+        task = task or SynthesisContext().task
+        context = SynthesisContext(
+            task=task, per_persona=per_persona, few_shot_file=few_shot_file(task, few_shot)
+        )
+    # An unknown task, a bad examples file or run folder: the root prints the error in one line.
+    summary = synthesis_job(
+        personas, out, context=context,
+        limit=limit, resume=resume, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
+    )  # fmt: skip
+    rows = [
+        ["personas", summary.personas], ["items", summary.items], ["rejects", summary.rejects],
+        *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
+    ]  # fmt: skip
+    console.print(f"[green]done[/] {summary.run_dir}/{ITEMS}")
+    stdout.print(table(f"synthesize {summary.task}", ["", "count"], rows))
+    exit_on_rejects(summary.run_dir, max_reject_rate)

@@ -1,0 +1,1 @@
+"""The tabular feature: graph, job, command and tool."""

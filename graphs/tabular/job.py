@@ -1,0 +1,216 @@
+"""The tabular jobs: fit a TabularARGN, sample from it, impute with it, score a synthetic table.
+
+Each job reads its tables (CSV, Parquet or JSONL by extension) with the one reader, calls
+`synthgraph.tabular`, writes its outputs and returns a summary dataclass. Paths are taken as
+given: the command trusts its user, the tool and the graph confine theirs to the workspace
+first. Bad input (an empty table, an unknown column, a folder without a model) is an
+`InputError`, which the root command prints as one line and the tool returns to the model.
+Unlike the LLM features, a tabular job has no run folder: one call is one model or one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from synthgraph.tabular import TabularARGN, quality_report
+from synthgraph.tabular.argn import META_FILE
+from synthgraph.tabular.training import DEFAULT_EPOCHS, ProgressCallback
+from synthgraph.tools.io import InputError, read_table, write_json, write_table
+
+
+@dataclass
+class FitSummary:
+    model_dir: Path
+    rows: int
+    columns: list[str]
+    sequential: bool
+    epochs: int
+    """Epochs of the main part: the flat table, or the events of a sequential model."""
+    stop_reason: str
+    seconds: float
+    parts: dict[str, dict[str, Any]]
+    """Training summary per part ("flat", or "context" and "events"), without the loss history."""
+
+
+@dataclass
+class SampleSummary:
+    output_path: Path
+    rows: int
+    columns: list[str]
+
+
+@dataclass
+class ImputeSummary:
+    output_path: Path
+    rows: int
+    filled_cells: int
+
+
+@dataclass
+class ReportSummary:
+    accuracy: dict[str, float]
+    """Overall, univariate and bivariate accuracy."""
+    dcr_share: float | None
+    """Share of synthetic rows closer to training than to holdout rows (None: no holdout)."""
+    report_path: Path | None
+    """The full report (per column and pair), when one was asked for."""
+
+
+def as_dict(summary: Any, path: Callable[[Path], str] = str) -> dict[str, Any]:
+    """A summary as plain data; `path` writes its paths (tool and graph: workspace-relative)."""
+    return {
+        name: path(value) if isinstance(value, Path) else value
+        for name, value in asdict(summary).items()
+    }
+
+
+def fit_job(
+    data: Path,
+    model_dir: Path,
+    *,
+    context: Path | None = None,
+    key: str | None = None,
+    epochs: int = DEFAULT_EPOCHS,
+    max_minutes: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> FitSummary:
+    """Train a TabularARGN on `data` (an event table keyed by `key`, with an optional `context`
+    table) and save it to `model_dir`."""
+    frame = _read(data, need_rows=True)
+    context_frame = _read(context, need_rows=True) if context is not None else None
+    model = TabularARGN(max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads)
+    with _refused_input():
+        model.fit(frame, context=context_frame, context_key=key, progress=progress)
+    model.save(model_dir)
+    parts = {
+        part: {name: value for name, value in summary.items() if name != "history"}
+        for part, summary in model.summary.items()
+    }
+    main = parts.get("flat") or parts["events"]
+    return FitSummary(
+        model_dir=model_dir,
+        rows=len(frame),
+        columns=[str(c) for c in frame.columns],
+        sequential=model.is_sequential,
+        epochs=main["epochs"],
+        stop_reason=main["stop_reason"],
+        seconds=main["seconds"],
+        parts=parts,
+    )
+
+
+def sample_job(
+    model_dir: Path,
+    out: Path,
+    *,
+    rows: int | None = None,
+    given: Path | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    max_rows: int | None = None,
+) -> SampleSummary:
+    """Write a synthetic table to `out`: `rows` new rows (entities, for a sequential model), or
+    one per row of the `given` table, whose cells are kept (a sequential model's context rows).
+
+    `max_rows` bounds the given table (agent tools bound their work; the command does not).
+    """
+    model = _load(model_dir)
+    frame = _read(given, max_rows=max_rows) if given is not None else None
+    with _refused_input():
+        if frame is None:
+            synthetic = model.sample(rows, temperature=temperature, top_p=top_p, seed=seed)
+        elif model.is_sequential:
+            synthetic = model.sample(context=frame, temperature=temperature, top_p=top_p, seed=seed)
+        else:
+            synthetic = model.sample(
+                seed_data=frame, temperature=temperature, top_p=top_p, seed=seed
+            )
+    write_table(synthetic, out)
+    return SampleSummary(output_path=out, rows=len(synthetic), columns=list(synthetic.columns))
+
+
+def impute_job(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    *,
+    seed: int | None = None,
+    max_rows: int | None = None,
+) -> ImputeSummary:
+    """Fill the missing cells of `data` with a flat model's draws; known cells stay."""
+    model = _load(model_dir)
+    frame = _read(data, max_rows=max_rows)
+    with _refused_input():
+        imputed = model.impute(frame, seed=seed)
+    write_table(imputed, out)
+    filled = int(frame.isna().sum().sum() - imputed.isna().sum().sum())
+    return ImputeSummary(output_path=out, rows=len(imputed), filled_cells=filled)
+
+
+def report_job(
+    synthetic: Path,
+    training: Path,
+    *,
+    holdout: Path | None = None,
+    report_path: Path | None = None,
+) -> ReportSummary:
+    """Accuracy and (with a holdout) DCR share of `synthetic`; the full report to `report_path`."""
+    training_table = _read(training, need_rows=True)
+    tables = {synthetic: _read(synthetic, need_rows=True)}
+    if holdout is not None:
+        tables[holdout] = _read(holdout, need_rows=True)
+    for path, table in tables.items():  # compared column by column with the training table
+        missing = [str(c) for c in training_table.columns if c not in table.columns]
+        if missing:
+            raise InputError(f"{path}: no column {', '.join(missing)} of {training}")
+    report = quality_report(
+        tables[synthetic], training_table, tables[holdout] if holdout is not None else None
+    )
+    if report_path is not None:
+        write_json(report, report_path)
+    return ReportSummary(
+        accuracy=report["accuracy"],
+        dcr_share=report.get("dcr", {}).get("share"),
+        report_path=report_path,
+    )
+
+
+def _read(path: Path, *, need_rows: bool = False, max_rows: int | None = None) -> pd.DataFrame:
+    """A flat table; an empty one (with `need_rows`) or one over `max_rows` is an `InputError`."""
+    frame = read_table(path, flat=True)
+    if need_rows and frame.empty:
+        raise InputError(f"{path}: no rows")
+    if max_rows is not None and len(frame) > max_rows:
+        raise InputError(f"{path}: {len(frame)} rows; the limit is {max_rows}")
+    return frame
+
+
+def _load(model_dir: Path) -> TabularARGN:
+    """A saved model; a folder that holds none is an `InputError`."""
+    if not (model_dir / META_FILE).is_file():
+        raise InputError(f"{model_dir}: no saved model here (no {META_FILE}; see `tabular fit`)")
+    try:
+        return TabularARGN.load(model_dir)
+    except (ValueError, KeyError, OSError) as error:
+        raise InputError(f"{model_dir}: not a readable model ({error})") from error
+
+
+@contextmanager
+def _refused_input() -> Iterator[None]:
+    """The model refuses input it cannot use (an unknown column, a missing key) with a
+    ValueError: for the command and the tool, that is bad input, said in one line."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as error:
+        raise InputError(str(error)) from error

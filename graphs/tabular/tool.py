@@ -1,0 +1,207 @@
+"""The tabular jobs as agent tools: paths in, paths and metrics out, all inside the workspace.
+
+Each factory builds one tool with `agent_tool`; its result is a dict with workspace-relative
+paths. Bad paths, unknown columns and oversized requests come back to the model as tool errors
+instead of crashing the agent. Row, epoch and time limits keep an agent from starting jobs
+that would hold the machine for hours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from synthgraph.graphs.tabular.graph import DEFAULT_MINUTES, DEFAULT_ROWS
+from synthgraph.graphs.tabular.job import (
+    DEFAULT_EPOCHS,
+    as_dict,
+    fit_job,
+    impute_job,
+    report_job,
+    sample_job,
+)
+from synthgraph.tools.agent_tool import agent_tool, workspace_relative
+from synthgraph.tools.workspace import confine
+
+MAX_ROWS = 200_000
+MAX_EPOCHS = 200
+MAX_MINUTES = 60.0
+
+
+class FitArgs(BaseModel):
+    """Arguments of `fit_tabular_model` (paths are relative to the workspace)."""
+
+    data_path: str = Field(description="Training table (.csv, .parquet or .jsonl).")
+    model_dir: str = Field(description="Folder to write the model to.")
+    context_path: str | None = Field(
+        default=None, description="Optional context table, one row per entity."
+    )
+    context_key: str | None = Field(
+        default=None,
+        description="Key column linking event rows to entities; makes the model sequential.",
+    )
+    max_epochs: int = Field(default=DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS)
+    max_minutes: float = Field(default=DEFAULT_MINUTES, gt=0, le=MAX_MINUTES)
+    seed: int = Field(default=0, description="Random seed for reproducible training.")
+
+
+def fit_tabular_model(
+    data_path: str,
+    model_dir: str,
+    context_path: str | None = None,
+    context_key: str | None = None,
+    max_epochs: int = DEFAULT_EPOCHS,
+    max_minutes: float = DEFAULT_MINUTES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train a TabularARGN on a table (and optional context) and save it."""
+    out = confine(model_dir)  # outputs first: a refused path costs no work
+    summary = fit_job(
+        confine(data_path),
+        out,
+        context=confine(context_path) if context_path else None,
+        key=context_key,
+        epochs=max_epochs,
+        max_minutes=max_minutes,
+        seed=seed,
+    )
+    return as_dict(summary, workspace_relative)
+
+
+class GenerateArgs(BaseModel):
+    """Arguments of `generate_synthetic_table`."""
+
+    model_dir: str = Field(description="Folder of a model saved by fit_tabular_model.")
+    output_path: str = Field(
+        description="Where the synthetic table goes (.csv, .parquet or .jsonl)."
+    )
+    rows: int = Field(
+        default=DEFAULT_ROWS,
+        ge=1,
+        le=MAX_ROWS,
+        description="Rows (flat) or entities (sequential) to generate.",
+    )
+    input_path: str | None = Field(
+        default=None,
+        description="Optional table of fixed values: one output row per input row, its cells "
+        "kept (flat models), or context rows to generate events for (sequential models); "
+        "rows is then ignored.",
+    )
+    temperature: float = Field(default=1.0, gt=0, le=5.0)
+    top_p: float = Field(default=1.0, gt=0, le=1.0)
+    seed: int | None = Field(default=None, description="Random seed for reproducible samples.")
+
+
+def generate_synthetic_table(
+    model_dir: str,
+    output_path: str,
+    rows: int = DEFAULT_ROWS,
+    input_path: str | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Sample synthetic rows from a saved model, optionally conditioned on an input table."""
+    out = confine(output_path)
+    summary = sample_job(
+        confine(model_dir),
+        out,
+        rows=rows,
+        given=confine(input_path) if input_path else None,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        max_rows=MAX_ROWS,
+    )
+    return as_dict(summary, workspace_relative)
+
+
+class ImputeArgs(BaseModel):
+    """Arguments of `impute_table`."""
+
+    model_dir: str = Field(description="Folder of a flat model saved by fit_tabular_model.")
+    data_path: str = Field(description="Table with missing cells to fill.")
+    output_path: str = Field(description="Where the completed table goes.")
+    seed: int | None = Field(default=None, description="Random seed for reproducible imputations.")
+
+
+def impute_table(
+    model_dir: str, data_path: str, output_path: str, seed: int | None = None
+) -> dict[str, Any]:
+    """Fill the missing cells of a table with values drawn from the model; known cells stay."""
+    out = confine(output_path)
+    summary = impute_job(confine(model_dir), confine(data_path), out, seed=seed, max_rows=MAX_ROWS)
+    return as_dict(summary, workspace_relative)
+
+
+class ReportArgs(BaseModel):
+    """Arguments of `tabular_quality_report`."""
+
+    synthetic_path: str = Field(description="The synthetic table.")
+    training_path: str = Field(description="The table the model was trained on.")
+    holdout_path: str | None = Field(
+        default=None, description="Real rows not used in training; needed for the DCR share."
+    )
+    report_path: str | None = Field(
+        default=None, description="Optional JSON file for the full report."
+    )
+
+
+def tabular_quality_report(
+    synthetic_path: str,
+    training_path: str,
+    holdout_path: str | None = None,
+    report_path: str | None = None,
+) -> dict[str, Any]:
+    """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
+    report_file = confine(report_path) if report_path else None
+    summary = report_job(
+        confine(synthetic_path),
+        confine(training_path),
+        holdout=confine(holdout_path) if holdout_path else None,
+        report_path=report_file,
+    )
+    return as_dict(summary, workspace_relative)
+
+
+def fit_tool() -> StructuredTool:
+    return agent_tool(
+        fit_tabular_model,
+        name="fit_tabular_model",
+        description="Train a TabularARGN synthetic-data model on a table in the workspace and "
+        "save it. With context_key the table is an event table (many rows per entity).",
+        args_schema=FitArgs,
+    )
+
+
+def generate_tool() -> StructuredTool:
+    return agent_tool(
+        generate_synthetic_table,
+        name="generate_synthetic_table",
+        description="Generate a synthetic table from a saved TabularARGN model; an input table "
+        "fixes values of some columns (conditional generation).",
+        args_schema=GenerateArgs,
+    )
+
+
+def impute_tool() -> StructuredTool:
+    return agent_tool(
+        impute_table,
+        name="impute_table",
+        description="Fill missing cells of a table with a saved flat TabularARGN model, "
+        "keeping known cells.",
+        args_schema=ImputeArgs,
+    )
+
+
+def report_tool() -> StructuredTool:
+    return agent_tool(
+        tabular_quality_report,
+        name="tabular_quality_report",
+        description="Score a synthetic table against its training data: accuracy (1 - total "
+        "variation distance of binned marginals) and, with a holdout, the DCR share (about 0.5 "
+        "is private).",
+        args_schema=ReportArgs,
+    )

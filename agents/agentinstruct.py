@@ -1,7 +1,8 @@
 """AgentInstruct agents and the skills they read from `prompts/skills/`.
 
 A skill is a folder of data, never code: `skill.json` (description, answer
-format, refinement ideas), `taxonomy.json` (instruction type -> description),
+format, refinement ideas, optional judge rubric and validator), `taxonomy.json`
+(instruction type -> description, or -> {"description", "example"}),
 `transformations/<name>.md` (one content-transformation agent each) and,
 optionally, a file overriding any generic prompt of `prompts/agentinstruct/`
 (e.g. `record.md`, which lays out the final chat messages). Each agent below is
@@ -13,15 +14,18 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from pydantic import BaseModel, Field, create_model
 
 from synthgraph.agents.llm import finish_reason, invoke_structured, invoke_text
 from synthgraph.prompts import list_prompts, load_prompt, prompt_exists, render_messages
+from synthgraph.tools.instruction_checks import CHECKS, repair_tool_specs
 from synthgraph.tools.text import strip_code_fence
 
 SKILLS_FOLDER = "skills"
@@ -40,6 +44,40 @@ SUGGEST_TOKENS = 150
 # A task shorter than this is a fragment ("Refactor code"), not an instruction
 # a model can learn from; small models produce such fragments often.
 MIN_INSTRUCTION_WORDS = 5
+
+# The one schema of a skill folder's JSON files; `load_skill` checks every skill against it.
+_TEXT = {"type": "string", "pattern": r"\S"}
+SKILL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "description": _TEXT,
+        "instruction_hint": {"type": "string"},
+        "answer_format": {"type": "string"},
+        "transformed_format": {"enum": ["text", "json"]},
+        "refinement_suggestions": {"type": "array", "items": _TEXT},
+        "judge_rubric": {"type": "string"},
+        "validator": {"enum": sorted(CHECKS)},
+    },
+    "required": ["description"],
+    # A misspelt field would be ignored silently (a validator that never runs): refuse it.
+    "additionalProperties": False,
+}
+# Instruction type -> description (the old form), or -> {"description", "example"}.
+TAXONOMY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": {
+        "anyOf": [
+            _TEXT,
+            {
+                "type": "object",
+                "properties": {"description": _TEXT, "example": _TEXT},
+                "required": ["description"],
+                "additionalProperties": False,
+            },
+        ]
+    },
+}
 
 
 class SkillError(ValueError):
@@ -61,11 +99,18 @@ class Skill:
     name: str
     description: str
     taxonomy: dict[str, str]
+    """Instruction type -> its description."""
     transformations: tuple[str, ...]
     refinement_suggestions: tuple[str, ...]
     instruction_hint: str = ""
     answer_format: str = ""
     transformed_format: Literal["text", "json"] = "text"
+    examples: dict[str, str] = field(default_factory=dict)
+    """Instruction type -> one example instruction (for the types that have one)."""
+    judge_rubric: str = ""
+    """What a correct answer of this skill must satisfy, added to the judge's prompt."""
+    validator: str | None = None
+    """The form check of its pairs (a key of `tools.instruction_checks.CHECKS`), if any."""
 
     def prompt(self, name: str) -> str:
         """The skill's own `name` prompt if it ships one, else the generic one."""
@@ -92,12 +137,14 @@ def load_skill(name: str) -> Skill:
     if name not in list_skills():
         raise SkillError(f"unknown skill {name!r} (shipped: {', '.join(list_skills())})")
     folder = resources.files("synthgraph.prompts").joinpath(SKILLS_FOLDER, name)
-    config = _read_json_object(folder.joinpath("skill.json"), f"{name}/skill.json")
-    taxonomy = _read_json_object(folder.joinpath("taxonomy.json"), f"{name}/taxonomy.json")
-    if not taxonomy or not all(isinstance(v, str) for v in taxonomy.values()):
-        raise SkillError(
-            f"{name}/taxonomy.json: expected a non-empty object of type -> description"
-        )
+    config = _read_json(folder.joinpath("skill.json"), f"{name}/skill.json", SKILL_SCHEMA)
+    taxonomy = _read_json(
+        folder.joinpath("taxonomy.json"), f"{name}/taxonomy.json", TAXONOMY_SCHEMA
+    )
+    types = {
+        kind: value if isinstance(value, dict) else {"description": value}
+        for kind, value in taxonomy.items()
+    }
     transformations = tuple(
         p.rsplit("/", 1)[1].removesuffix(".md")
         for p in list_prompts(f"{SKILLS_FOLDER}/{name}/transformations")
@@ -105,32 +152,35 @@ def load_skill(name: str) -> Skill:
     )
     if not transformations:
         raise SkillError(f"{name}/transformations/: no .md transformation prompts")
-    if not isinstance(config.get("description"), str) or not config["description"].strip():
-        raise SkillError(f"{name}/skill.json: 'description' is missing")
-    transformed_format = config.get("transformed_format", "text")
-    if transformed_format not in ("text", "json"):
-        raise SkillError(f"{name}/skill.json: transformed_format must be 'text' or 'json'")
     return Skill(
         name=name,
         description=config["description"],
-        taxonomy=dict(taxonomy),
+        taxonomy={kind: value["description"] for kind, value in types.items()},
+        examples={kind: value["example"] for kind, value in types.items() if "example" in value},
         transformations=transformations,
         refinement_suggestions=tuple(config.get("refinement_suggestions", [])),
         instruction_hint=config.get("instruction_hint", ""),
         answer_format=config.get("answer_format", ""),
-        transformed_format=transformed_format,
+        transformed_format=config.get("transformed_format", "text"),
+        judge_rubric=config.get("judge_rubric", ""),
+        validator=config.get("validator"),
     )
 
 
-def _read_json_object(file: Any, where: str) -> dict[str, Any]:
+def _read_json(file: Any, where: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The file's JSON, checked against `schema`; a problem names the file and the field."""
     if not file.is_file():
         raise SkillError(f"{where}: missing")
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise SkillError(f"{where}: not valid JSON ({error.msg}, line {error.lineno})") from error
-    if not isinstance(data, dict):
-        raise SkillError(f"{where}: expected a JSON object")
+    error = best_match(Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        field_path = "/".join(map(str, error.absolute_path))
+        raise SkillError(
+            f"{where}: " + (f"field {field_path!r}: " if field_path else "") + error.message
+        )
     return data
 
 
@@ -200,6 +250,8 @@ def transform_seed(
     if as_json:
         cut = finish_reason(reply) == "length"
         text = _json_text(text, record_id, f"transformation {transformation!r}", cut)
+    if skill.validator == "json_schema":  # keep the specs repaired, not just checked
+        text = repair_tool_specs(text)
     return text
 
 
@@ -219,6 +271,11 @@ def create_instruction(
         text=text,
         instruction_type=instruction_type.replace("_", " "),
         type_description=skill.taxonomy[instruction_type],
+        type_example=(
+            f"An example of this type (about another text): {skill.examples[instruction_type]}"
+            if instruction_type in skill.examples
+            else ""
+        ),
         instruction_hint=skill.instruction_hint,
     )
     reply = invoke_text(
@@ -267,11 +324,21 @@ def judge_answer(
 ) -> Verdict:
     """The judge agent (judge role): is the answer correct against the text?"""
     messages = render_messages(
-        skill.prompt("judge.md"), text=text, instruction=instruction, answer=answer
+        skill.prompt("judge.md"),
+        text=text,
+        instruction=instruction,
+        answer=answer,
+        judge_rubric=skill.judge_rubric,
     )
     return invoke_structured(
         Verdict, messages, role="judge", record_id=record_id, **_cap(model_kwargs, JUDGE_TOKENS)
     )
+
+
+def check_pair(skill: Skill, text: str, instruction: str, answer: str) -> None:
+    """The skill's validator on one pair (no LLM); a pair of the wrong form raises `CheckFailed`."""
+    if skill.validator:
+        CHECKS[skill.validator](text, instruction, answer)
 
 
 def suggest_refinements(

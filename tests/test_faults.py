@@ -111,7 +111,8 @@ def test_jobs_account_for_every_input_through_2000_faulty_requests(
     # suggest, edit)
     _texts(tmp_path / "seeds", 40, seed=2)
     instruct_run = tmp_path / "instruct-run"
-    options = InstructOptions(dedup="minhash")
+    five = ["coding", "open_domain_qa", "reading_comprehension", "text_modification", "tool_use"]
+    options = InstructOptions(dedup="minhash", skills=five)
     result = instruct_job(tmp_path / "seeds", instruct_run, options=options, show_progress=False)
     jobs = {r["id"] for r in _whole_lines(instruct_run / "input_ids.jsonl")}  # seed/skill
     skills = json.loads((instruct_run / "manifest.json").read_text())["config"]["skills"]

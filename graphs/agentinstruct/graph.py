@@ -18,8 +18,8 @@ One graph, three subgraphs (Orca AgentInstruct, arXiv 2407.03502):
    rewrites the seed into a text suited to the skill;
 2. instruction_generation: per transformed text, instruction types are sampled
    from the skill's taxonomy, the generator writes each task and its answer,
-   and the judge checks the answer against the text (rejected pairs go to
-   `rejects` with the judge's reasons);
+   the skill's validator (if any) checks the pair's form, and the judge checks
+   the answer against the text (rejected pairs go to `rejects` with the reason);
 3. refinement: a suggester-editor pair makes each task harder for up to N
    rounds; the loop stops early when the judge rejects an edit, and every
    round's version stays in the record.
@@ -45,6 +45,7 @@ from synthgraph.agents.agentinstruct import (
     Skill,
     answer_instruction,
     chat_messages,
+    check_pair,
     choose_transformations,
     create_instruction,
     edit_instruction,
@@ -59,6 +60,7 @@ from synthgraph.agents.agentinstruct import (
 from synthgraph.agents.resilience import Rejection, rejection
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.dedup import DedupService
+from synthgraph.tools.instruction_checks import CheckFailed
 from synthgraph.tools.io import content_id
 from synthgraph.tools.text import excerpt
 
@@ -322,6 +324,12 @@ def create_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext])
         except Exception as error:
             rejects.append(rejection(record_id, "create", error))
             continue
+        try:  # a pair of the wrong form for its skill never reaches the judge
+            check_pair(skill, source["text"], instruction, answer)
+        except CheckFailed as error:
+            raw = f"{instruction}\n---\n{answer}"
+            rejects.append(rejection(record_id, "validate", error, raw=raw))
+            continue
         pairs.append(
             {
                 "id": record_id,
@@ -437,6 +445,10 @@ def edit(state: RefinementState, runtime: Runtime[AgentInstructContext]) -> dict
         )
     except Exception as error:
         return _failed_round(state, "edit", error)
+    try:
+        check_pair(skill, text, instruction, answer)
+    except CheckFailed as error:
+        return _failed_round(state, "validate", error)
     return {"draft": {"instruction": instruction, "answer": answer}}
 
 

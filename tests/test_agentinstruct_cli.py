@@ -60,11 +60,11 @@ def test_instruct_run_writes_records_rejects_and_a_dataset(seeds: Path, tmp_path
     )
     assert result.counts["instructions"] == 4 and result.counts["seeds"] == 2
 
-    frame = pd.read_parquet(result.dataset / "data" / "train-00000-of-00001.parquet")
-    assert len(frame) == 4 and set(frame["skill"]) == {"reading_comprehension", "coding"}
+    frame = pd.read_parquet(result.dataset / "data" / "coding-00000-of-00001.parquet")
+    assert len(frame) == 2 and set(frame["skill"]) == {"coding"}  # one split per skill
     assert list(frame.iloc[0]["messages"][0].keys()) == ["role", "content"]
     card = (result.dataset / "README.md").read_text()
-    assert "path: data/train-*.parquet" in card and "| coding | 2 |" in card
+    assert "path: data/coding-*.parquet" in card and "| coding | 2 |" in card
 
     # Resuming a finished run calls no model and writes nothing twice.
     silent, _ = models(generator=lambda _: pytest.fail("a finished job ran again"))

@@ -87,7 +87,7 @@ def instruct_command(
     Writes OUT/instructions.jsonl, OUT/rejects.jsonl and a Hugging Face dataset in OUT/hf/.
     """
     if list_skills_only:
-        columns = ["skill", "transformations", "instruction types"]
+        columns = ["skill", "transformations", "instruction types", "validator"]
         stdout.print(table("skills", columns, skill_rows()))
         return
     if source is None:
@@ -134,5 +134,11 @@ def instruct_export_command(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
 ) -> None:
-    """Export AgentInstruct output as a Hugging Face dataset (Parquet + dataset card)."""
-    console.print(f"dataset: {export_job(run, out).dataset}")
+    """Export AgentInstruct output as a Hugging Face dataset: one Parquet split per skill + a card.
+
+    Loads with `datasets.load_dataset("parquet", data_dir=OUT)`.
+    """
+    summary = export_job(run, out)
+    splits = list(summary.splits.items())
+    stdout.print(table("instruct-export", ["split", "rows"], splits))
+    console.print(f"dataset: {summary.dataset} ({summary.rows} rows of {summary.records} records)")

@@ -3,12 +3,14 @@
 `instruct_job` loads the seeds, runs the `agentinstruct` graph once per seed and
 skill through the one resumable batch loop, and exports the result.
 `export_job` (and the last step of `instruct_job`) writes the Hugging Face
-`datasets` layout: `data/train-00000-of-00001.parquet` and a dataset card
-(`README.md`) with counts per skill and instruction type.
+`datasets` layout: one split per skill (`data/<skill>-00000-of-00001.parquet`) and
+a dataset card (`README.md`) with counts per skill, instruction type and turns; as
+chat messages.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,24 +192,18 @@ def instruct_job(
 
 
 def skill_rows() -> list[list[Any]]:
-    """One row per shipped skill: name, transformations, instruction types."""
-    return [
-        [name, len(load_skill(name).transformations), len(load_skill(name).taxonomy)]
-        for name in list_skills()
-    ]
+    """One row per shipped skill: name, transformations, instruction types, validator."""
+    skills = [load_skill(name) for name in list_skills()]
+    return [[s.name, len(s.transformations), len(s.taxonomy), s.validator or "-"] for s in skills]
 
 
 # --- Hugging Face datasets export ----------------------------------------------------
-DATASET_COLUMNS = (
-    "id",
-    "messages",
-    "skill",
-    "transformation",
-    "instruction_type",
-    "refinement_rounds",
-    "seed_id",
-    "judge_score",
-    "judge_reasons",
+SHARD = "data/{split}-00000-of-00001.parquet"
+"""One shard per skill: `datasets`' parquet builder reads the file name's prefix as the split."""
+FORMAT_NOTE = (
+    "`messages` is the conversation as a list of role/content messages "
+    "(OpenAI chat format; no empty system turns), with the judge's `judge_score` "
+    "and `judge_reasons` of the final answer."
 )
 
 
@@ -215,6 +211,10 @@ DATASET_COLUMNS = (
 class ExportSummary:
     dataset: Path
     rows: int
+    records: int
+    """Records read."""
+    splits: dict[str, int] = field(default_factory=dict)
+    """Rows per split (one split per skill)."""
 
 
 def export_job(run: Path, out: Path) -> ExportSummary:
@@ -223,56 +223,100 @@ def export_job(run: Path, out: Path) -> ExportSummary:
     if not instructions.is_file():
         raise InputError(f"{instructions}: no such file (expected a run folder holding {OUTPUT})")
     try:
-        rows = export_dataset(instructions, out)
-    except (InputError, KeyError) as error:  # not JSONL, or a record without a dataset field
+        return export_dataset(instructions, out)
+    except (InputError, KeyError, IndexError) as error:  # not JSONL, or a record missing a field
         raise InputError(f"{instructions}: cannot export ({error})") from error
-    return ExportSummary(out, rows)
 
 
 def export_dataset(
-    instructions: Path, out_dir: Path, title: str = "synthgraph AgentInstruct data"
-) -> int:
-    """Write `out_dir` as a Hugging Face dataset (one Parquet shard and a dataset card); its rows."""
-    rows = list(read_jsonl(instructions)) if instructions.exists() else []
-    frame = pd.DataFrame(
-        [
-            {
-                "id": r["id"],
-                "messages": r["messages"],
-                "skill": r["skill"],
-                "transformation": r["transformation"],
-                "instruction_type": r["instruction_type"],
-                "refinement_rounds": int(r["refinement_rounds"]),
-                "seed_id": str(r["seed_id"]),
-                "judge_score": int(r["judge"]["score"]),
-                "judge_reasons": r["judge"]["reasons"],
-            }
-            for r in rows
-        ],
-        columns=list(DATASET_COLUMNS),
-    )
-    write_table(frame, out_dir / "data" / "train-00000-of-00001.parquet")
-    by_skill = Counter(r["skill"] for r in rows)
-    by_type = Counter((r["skill"], r["instruction_type"]) for r in rows)
+    instructions: Path,
+    out_dir: Path,
+    title: str = "synthgraph AgentInstruct data",
+) -> ExportSummary:
+    """Write `out_dir` as a Hugging Face dataset: one Parquet shard per skill and a dataset card."""
+    records = list(read_jsonl(instructions)) if instructions.exists() else []
+    rows = [sft_row(r) for r in records]
+    by_split: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_split.setdefault(split_name(row["skill"]), []).append(row)
+    # A shard left by an earlier export (a skill no longer in the run)
+    # would be read as a split of this one.
+    for stale in (out_dir / "data").glob("*.parquet"):
+        stale.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in sorted(by_split.items()):
+        write_table(pd.DataFrame(split_rows), out_dir / SHARD.format(split=split))
     card = fill(
         load_prompt("agentinstruct/dataset_card.md"),
         title=title,
-        rows=len(rows),
+        data_files="\n".join(
+            f"  - split: {split}\n    path: data/{split}-*.parquet" for split in sorted(by_split)
+        )
+        or "  []",
         size_category=_size_category(len(rows)),
-        skill_table=_markdown_table(["skill", "rows"], sorted(by_skill.items())),
-        type_table=_markdown_table(
+        format_note=FORMAT_NOTE,
+        rows=len(rows),
+        skill_table=_count_table(["skill", "rows"], [(r["skill"],) for r in rows]),
+        type_table=_count_table(
             ["skill", "instruction type", "rows"],
-            [[s, t, n] for (s, t), n in sorted(by_type.items())],
+            [(r["skill"], r["instruction_type"]) for r in rows],
+        ),
+        turns_table=_count_table(
+            ["user turns", "rows"], [(user_turns(r["messages"]),) for r in rows]
         ),
     )
     (out_dir / "README.md").write_text(card, encoding="utf-8")
-    return len(rows)
+    return ExportSummary(
+        out_dir, len(rows), len(records), {s: len(v) for s, v in sorted(by_split.items())}
+    )
 
 
-def _markdown_table(header: list[str], rows: list[Any]) -> str:
+def sft_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as an SFT row: its conversation and the judge's verdict on the final answer."""
+    return {
+        "id": str(record["id"]),
+        "messages": clean_messages(record["messages"]),
+        **_provenance(record),
+        "judge_score": int(record["judge"]["score"]),
+        "judge_reasons": str(record["judge"]["reasons"]),
+    }
+
+
+def clean_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Role and content only, as strings; an empty system turn goes (a chat template would
+    still render its markers)."""
+    return [
+        {"role": str(m["role"]), "content": str(m.get("content") or "")}
+        for m in messages
+        if m["role"] != "system" or str(m.get("content") or "").strip()
+    ]
+
+
+def user_turns(messages: list[dict[str, str]]) -> int:
+    return sum(m["role"] == "user" for m in messages)
+
+
+def split_name(skill: str) -> str:
+    """A skill as a split name: `datasets` takes only word characters and dots."""
+    return re.sub(r"[^\w.]+", "_", skill)
+
+
+def _provenance(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "skill": str(record["skill"]),
+        "transformation": str(record["transformation"]),
+        "instruction_type": str(record["instruction_type"]),
+        "refinement_rounds": int(record["refinement_rounds"]),
+        "seed_id": str(record["seed_id"]),
+    }
+
+
+def _count_table(header: list[str], keys: list[tuple[Any, ...]]) -> str:
+    """A markdown table of how many rows share each key, keys sorted."""
+    counts = sorted(Counter(keys).items())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) if rows else "(none)"
+    lines += ["| " + " | ".join(str(v) for v in (*key, n)) + " |" for key, n in counts]
+    return "\n".join(lines) if counts else "(none)"
 
 
 def _size_category(n: int) -> str:

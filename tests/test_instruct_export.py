@@ -145,3 +145,13 @@ def test_cli_exports_one_shard_per_skill(run_dir: Path, tmp_path: Path) -> None:
         "coding-00000-of-00001.parquet",
         "reading_comprehension-00000-of-00001.parquet",
     ]
+
+
+def test_a_record_without_messages_is_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "instructions.jsonl").write_text('{"id": "1"}\n')
+    result = CliRunner().invoke(
+        app, ["instruct-export", str(tmp_path / "run"), "--out", str(tmp_path / "ds")]
+    )
+    assert result.exit_code == 2
+    assert "record 1: cannot export (no usable field 'messages')" in result.output

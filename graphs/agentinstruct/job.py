@@ -222,10 +222,7 @@ def export_job(run: Path, out: Path) -> ExportSummary:
     instructions = run / OUTPUT if run.is_dir() else run
     if not instructions.is_file():
         raise InputError(f"{instructions}: no such file (expected a run folder holding {OUTPUT})")
-    try:
-        return export_dataset(instructions, out)
-    except (InputError, KeyError, IndexError) as error:  # not JSONL, or a record missing a field
-        raise InputError(f"{instructions}: cannot export ({error})") from error
+    return export_dataset(instructions, out)  # bad bytes or records: InputError naming both
 
 
 def export_dataset(
@@ -235,7 +232,14 @@ def export_dataset(
 ) -> ExportSummary:
     """Write `out_dir` as a Hugging Face dataset: one Parquet shard per skill and a dataset card."""
     records = list(read_jsonl(instructions)) if instructions.exists() else []
-    rows = [sft_row(r) for r in records]
+    rows: list[dict[str, Any]] = []
+    for number, record in enumerate(records, start=1):
+        try:
+            rows.append(sft_row(record))
+        except (KeyError, TypeError) as error:  # not a record `synthgraph instruct` wrote
+            raise InputError(
+                f"{instructions}: record {number}: cannot export (no usable field {error})"
+            ) from error
     by_split: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_split.setdefault(split_name(row["skill"]), []).append(row)

@@ -16,14 +16,17 @@ from typing import Any, TypeVar
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import ensure_config
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from synthgraph.agents.local_model import STRONG_MODEL, assemble, local_endpoint
 from synthgraph.agents.resilience import call_with_retries, checked_http_client
 from synthgraph.prompts import fill, load_prompt
+from synthgraph.tools.response_cache import CACHE_HIT, ResponseCache, response_cache
 from synthgraph.tools.settings import Role, Settings, StructuredMethod, get_settings
 from synthgraph.tools.text import strip_code_fence
+from synthgraph.tools.usage import current_ledger
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 MessageLike = BaseMessage | tuple[str, str]
@@ -84,6 +87,7 @@ def get_chat_model(
     return ChatOpenAI(
         model=model,
         base_url=base_url,
+        cache=_cache_for(settings),
         api_key=api_key,  # type: ignore[arg-type]
         temperature=settings.temperature if temperature is None else temperature,
         max_completion_tokens=max_tokens or settings.max_tokens,
@@ -91,6 +95,36 @@ def get_chat_model(
         max_retries=0,  # retries are ours: see synthgraph.agents.resilience
         http_client=checked_http_client(),  # a garbage 200 is retried, not taken for a bad record
         **kwargs,
+    )
+
+
+def _cache_for(settings: Settings) -> ResponseCache | bool:
+    """The response cache, or False: the run's `--no-cache`/`--cache` first, then settings;
+    unset, on for remote endpoints (a reply costs money) and off for the embedded model."""
+    ledger = current_ledger()
+    wanted = ledger.cache if ledger is not None and ledger.cache is not None else settings.cache
+    if wanted is None:
+        wanted = not settings.embedded
+    return response_cache(settings.cache_path, settings.cache_url) if wanted else False
+
+
+def record_usage(role: Role, reply: Any, chat: BaseChatModel) -> None:
+    """Put one reply's tokens in the run's ledger, under the LangGraph node that asked."""
+    ledger = current_ledger()
+    message = reply.get("raw") if isinstance(reply, dict) else reply
+    if ledger is None or not isinstance(message, AIMessage):
+        return
+    metadata = message.response_metadata or {}
+    usage = message.usage_metadata or {}
+    model = metadata.get("model_name") or getattr(chat, "model_name", None) or "unknown"
+    stage = ensure_config().get("metadata", {}).get("langgraph_node", "direct")
+    ledger.record(
+        role,
+        str(model),
+        str(stage),
+        prompt_tokens=int(usage.get("input_tokens", 0)),
+        completion_tokens=int(usage.get("output_tokens", 0)),
+        cached=bool(metadata.get(CACHE_HIT)),
     )
 
 
@@ -134,6 +168,7 @@ def invoke_text(
         lambda: chat.invoke(as_messages(messages)), what=f"{role}.text", record_id=record_id
     )
     assert isinstance(reply, AIMessage)
+    record_usage(role, reply, chat)
     return reply
 
 
@@ -190,6 +225,7 @@ def invoke_structured(
             raise _cut_at_max_tokens(
                 schema, cut or raw, [*errors, "cut at max_tokens"]
             ) from length_error
+        record_usage(role, reply, chat)
         parsed, raw, error = _parse(schema, reply)
         if parsed is not None:
             return parsed

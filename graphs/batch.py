@@ -16,21 +16,24 @@ unless `retry_rejects` is off.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
 
 from synthgraph.agents.resilience import is_retryable
-from synthgraph.graphs.cli_support import progress
+from synthgraph.graphs.cli_support import console, progress
 from synthgraph.tools.io import InputError
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.runs import Run
 from synthgraph.tools.settings import get_settings
+from synthgraph.tools.usage import Usage, bound
 
 Item = TypeVar("Item")
 log = get_logger(__name__)
+ESTIMATE_AFTER = 3
+"""Inputs after which the run projects what all of them will spend."""
 
 
 @dataclass
@@ -99,7 +102,8 @@ def run_batch(
     not (`is_retryable`), and the run goes on. `content(item)` is what an id
     stands for, `source` names the input in errors. Raises `InputError` before
     any work for a repeated id (unless `dedupe_ids`) or an id whose content
-    changed since the run took it on.
+    changed since the run took it on. Before admitting an input it checks the run's caps
+    (`run.ledger`); past one, it admits no more, finishes those in flight and sets `run.stopped`.
     """
     unique = unique_items(items, item_id, source=source, dedupe=dedupe_ids)
     run.check_inputs({item_id(item): content(item) for item in unique}, source)
@@ -115,43 +119,68 @@ def run_batch(
         duplicates=len(items) - len(unique),
         retried=sum(1 for item in todo if item_id(item) in rejected.retryable),
     )
-    workers = workers or get_settings().max_concurrency
+    workers = max(1, workers or get_settings().max_concurrency)
     writer = run.writer(output)
+    ledger = run.ledger
+    spent_before = ledger.total()
 
     def one(item: Item) -> tuple[str, list[dict[str, Any]] | BaseException]:
         record_id = item_id(item)
         structlog.contextvars.bind_contextvars(run_id=run.id, graph=run.graph, record_id=record_id)
         try:
-            return record_id, process(item)
+            with bound(ledger, record_id):  # the item's LLM calls count in the run's ledger
+                return record_id, process(item)
         except Exception as error:  # one bad record never ends the run
             return record_id, error
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "graph", "record_id")
 
+    def cap_reached(in_flight: int) -> str | None:
+        """Admit one more input only if it and those in flight fit under the caps, at the
+        mean spend per input of this attempt so far."""
+        spent = ledger.total()
+        done_now = max(1, result.processed)
+        cost = (spent.cost_usd - spent_before.cost_usd) / done_now
+        tokens = (spent.tokens - spent_before.tokens) // done_now
+        return ledger.over_cap(cost * (in_flight + 1), tokens * (in_flight + 1))
+
+    waiting = iter(todo)
+    running: set[Future[tuple[str, list[dict[str, Any]] | BaseException]]] = set()
     try:
-        with (
-            progress(transient=not show_progress) as bar,
-            ThreadPoolExecutor(max(1, workers)) as pool,
-        ):
+        with progress(transient=not show_progress) as bar, ThreadPoolExecutor(workers) as pool:
             task = bar.add_task(description, total=len(todo))
-            futures = [pool.submit(one, item) for item in todo]
-            for future in as_completed(futures):
-                record_id, outcome = future.result()
-                if isinstance(outcome, BaseException):
-                    retryable = is_retryable(outcome)
-                    log.warning(
-                        "batch.rejected", record_id=record_id, stage=stage, error=str(outcome),
-                        retryable=retryable,
-                    )  # fmt: skip
-                    run.rejects.reject(record_id, stage, outcome, retryable=retryable)
-                    result.rejected += 1
-                else:
-                    writer.write_many(outcome)
-                    if outcome:  # no record written: not done, a resume tries it again
-                        done.add(record_id)
-                    result.written += len(outcome)
-                result.processed += 1
-                bar.advance(task)
+            while True:
+                while len(running) < workers and not run.stopped:
+                    item = next(waiting, None)
+                    if item is None:
+                        break
+                    run.stopped = cap_reached(len(running))
+                    if run.stopped:
+                        log.warning("batch.stopped_at_cap", cap=run.stopped, stage=stage)
+                        break
+                    running.add(pool.submit(one, item))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record_id, outcome = future.result()
+                    if isinstance(outcome, BaseException):
+                        retryable = is_retryable(outcome)
+                        log.warning(
+                            "batch.rejected", record_id=record_id, stage=stage,
+                            error=str(outcome), retryable=retryable,
+                        )  # fmt: skip
+                        run.rejects.reject(record_id, stage, outcome, retryable=retryable)
+                        result.rejected += 1
+                    else:
+                        writer.write_many(outcome)
+                        if outcome:  # no record written: not done, a resume tries it again
+                            done.add(record_id)
+                        result.written += len(outcome)
+                    result.processed += 1
+                    bar.advance(task)
+                    if result.processed == ESTIMATE_AFTER < len(todo):
+                        _estimate(ledger.total(), spent_before, len(todo), show_progress)
     finally:
         writer.close()
 
@@ -167,3 +196,15 @@ def run_batch(
     result.inputs_rejected = len(now.all.intersection(ids))
     result.inputs_retryable = len(now.retryable.intersection(ids))
     return result
+
+
+def _estimate(spent: Usage, before: Usage, inputs: int, show: bool) -> None:
+    """Project this attempt's spend over all its inputs from the first few."""
+    cost = (spent.cost_usd - before.cost_usd) / ESTIMATE_AFTER * inputs
+    tokens = (spent.tokens - before.tokens) // ESTIMATE_AFTER * inputs
+    log.info("batch.estimate", inputs=inputs, cost_usd=round(cost, 4), tokens=tokens)
+    if show:
+        console.print(
+            f"estimate from the first {ESTIMATE_AFTER} inputs: about ${cost:.4f} and "
+            f"{tokens:,} tokens for {inputs:,} (cache hits are free)"
+        )

@@ -130,6 +130,27 @@ MaxRejectRate = Annotated[
     typer.Option(min=0.0, max=1.0, help="Exit 1 when more than this share of inputs is rejected."),
 ]
 
+MaxCost = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Stop admitting inputs before the run spends more than this many USD "
+        "(all attempts); --resume with a higher cap goes on.",
+    ),
+]
+MaxTotalTokens = Annotated[
+    int | None,
+    typer.Option(min=0, help="Like --max-cost, in prompt plus completion tokens."),
+]
+UseCache = Annotated[
+    bool | None,
+    typer.Option(
+        "--cache/--no-cache",
+        help="Reuse replies to identical requests (default: on for remote endpoints).",
+        show_default=False,
+    ),
+]
+
 
 # Options that steer one attempt, not what the run makes: they may change on --resume.
 _ATTEMPT_OPTIONS = {
@@ -139,6 +160,9 @@ _ATTEMPT_OPTIONS = {
     "dedupe_ids",
     "max_reject_rate",
     "max_minutes",
+    "max_cost",
+    "max_total_tokens",
+    "cache",
 }
 
 
@@ -159,22 +183,41 @@ def resuming_as_started(ctx: typer.Context, resume: object) -> bool:
     )
 
 
-def exit_on_rejects(run_dir: Path | str, max_rate: float, resume_args: str | None = None) -> None:
-    """Exit 1 with a one-line summary when more than `max_rate` of the run's inputs are rejected.
+def report_run(run_dir: Path | str, max_rate: float, resume_args: str | None = None) -> None:
+    """Print what the run spent; exit 1 when it stopped at a cap, or when more than `max_rate`
+    of its inputs are rejected.
 
-    The counts are the manifest's (`inputs`, `inputs_rejected`, `inputs_retryable`),
-    so the exit status agrees with what the run folder says.
+    The figures are the manifest's (`usage`, `status`, `counts`), so what the command says
+    agrees with what the run folder says.
     """
     from synthgraph.tools.runs import MANIFEST, REJECTS  # here: `--help` need not load pandas
 
-    counts = json.loads((Path(run_dir) / MANIFEST).read_text("utf-8")).get("counts", {})
+    manifest = json.loads((Path(run_dir) / MANIFEST).read_text("utf-8"))
+    usage = manifest.get("usage", {})
+    if usage.get("rows"):
+        stdout.print(usage_table(usage))
+    resume = resume_args or f"--resume {run_dir}"
+    if manifest.get("status") == "stopped":
+        fail(
+            f"stopped at {manifest.get('stopped')}: inputs past it were not started; "
+            f"raise the cap and run with {resume} to finish",
+            code=1,
+        )
+    counts = manifest.get("counts", {})
     inputs, rejected = counts.get("inputs", 0), counts.get("inputs_rejected", 0)
     if not inputs or rejected / inputs <= max_rate:
         return
     retryable = counts.get("inputs_retryable", 0)
-    hint = (
-        f"run with {resume_args or f'--resume {run_dir}'} to retry"
-        if retryable
-        else f"see {Path(run_dir) / REJECTS}"
-    )
+    hint = f"run with {resume} to retry" if retryable else f"see {Path(run_dir) / REJECTS}"
     fail(f"{rejected} of {inputs} inputs rejected ({retryable} retryable): {hint}", code=1)
+
+
+def usage_table(usage: dict[str, Any]) -> Table:
+    """Calls, cache hits, tokens and cost per role, stage and model, and the run's total."""
+    fields = ("calls", "cache_hits", "prompt_tokens", "completion_tokens")
+    rows = [
+        [r["role"], r["stage"], r["model"], *(r[f] for f in fields), f"${r['cost_usd']:.4f}"]
+        for r in [*usage["rows"], {"role": "total", "stage": "", "model": "", **usage["total"]}]
+    ]
+    columns = ["role", "stage", "model", "calls", "cache hits", "prompt tok", "completion tok"]
+    return table("spent (all attempts)", [*columns, "cost"], rows)

@@ -22,6 +22,7 @@ from typing import Any
 from synthgraph.agents.llm import StructuredOutputError
 from synthgraph.tools.io import InputProblem
 from synthgraph.tools.runs import Run
+from synthgraph.tools.usage import Budget
 
 
 def open_job(
@@ -31,16 +32,20 @@ def open_job(
     out: Path | None = None,
     resume: str | None = None,
     problems: Iterable[InputProblem] = (),
+    budget: Budget | None = None,
 ) -> tuple[Run, dict[str, Any]]:
     """Start a run of `graph` with `config`, or resume one; returns the run and its config.
 
     On resume, `config=None` (no options given) keeps the run's own config, and a config that
     is given must be the run's (`Run.open` names the keys that differ): one run never mixes
     two configurations. Input records that could not be read (`problems`) are rejected once.
+    `budget` (caps, cache) steers this attempt only, so it may differ on resume.
     """
     if config is None and resume is None:
         raise ValueError(f"a new {graph} run needs its config")
     run = Run.open(graph, out=out, resume=resume, config=config, upgrade=current_names)
+    if budget is not None:
+        run.ledger.apply(budget)
     run.reject_inputs(problems, "input")
     return run, run.manifest["config"]
 

@@ -43,6 +43,7 @@ from synthgraph.tools.io import (
     write_json,
 )
 from synthgraph.tools.settings import get_settings
+from synthgraph.tools.usage import Caps, Ledger, load_prices
 
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
@@ -87,7 +88,14 @@ def package_versions() -> dict[str, str | None]:
 class Run:
     """A job's folder. Create with `Run.open(...)`."""
 
-    def __init__(self, root: Path, run_id: str, graph: str, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        run_id: str,
+        graph: str,
+        manifest: dict[str, Any],
+        prices: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
         self.root = root
         self.id = run_id
         self.graph = graph
@@ -96,6 +104,15 @@ class Run:
         self.rejects = RejectsWriter(root / REJECTS)
         self.batch_inputs: dict[str, Literal["final", "retryable"] | None] = {}
         """This attempt's batch inputs (set by `run_batch`): id → why it is rejected, None if not."""
+        settings = get_settings()
+        self.ledger = Ledger.from_manifest(
+            manifest.get("usage"),
+            prices=load_prices(settings.prices_file) if prices is None else prices,
+            caps=Caps(settings.max_cost, settings.max_total_tokens),
+        )
+        """Tokens, cost and cache hits of every attempt; the caps of this one."""
+        self.stopped: str | None = None
+        """Why this attempt stopped admitting inputs (a cap), if it did."""
 
     @classmethod
     def open(
@@ -111,6 +128,7 @@ class Run:
         `upgrade` turns the config a resumed run was saved with into today's names before
         it is compared with `config`; nothing is written when the two differ."""
         runs_dir = get_settings().runs_dir
+        prices = load_prices(get_settings().prices_file)  # a bad table fails before any lock
         if resume:
             root = Path(resume) if Path(resume).is_dir() else runs_dir / resume
             if out is not None and out.resolve() != root.resolve() and (out / MANIFEST).exists():
@@ -130,7 +148,7 @@ class Run:
                 _release(root)  # a refused resume leaves the run as it was, free for the next
                 raise
             manifest.setdefault("resumed_at", []).append(_now())
-            run = cls(root, manifest["run_id"], graph, manifest)
+            run = cls(root, manifest["run_id"], graph, manifest, prices)
             run.save_manifest()
             return run
 
@@ -155,7 +173,7 @@ class Run:
             "timings": {},
             "status": "running",
         }
-        run = cls(root, run_id, graph, manifest)
+        run = cls(root, run_id, graph, manifest, prices)
         run.save_manifest()
         return run
 
@@ -271,6 +289,11 @@ class Run:
         self.manifest["counts"]["rejects"] = len(rejected.all)
         self.manifest["counts"]["rejects_retryable"] = len(rejected.retryable)
         self.timing("total", time.monotonic() - self._started)
+        if self.stopped:
+            status = "stopped"
+            self.manifest["stopped"] = self.stopped
+        else:
+            self.manifest.pop("stopped", None)
         self.manifest["status"] = status
         self.manifest["finished_at"] = _now()
         self.save_manifest()
@@ -278,6 +301,7 @@ class Run:
         _release(self.root)
 
     def save_manifest(self) -> None:
+        self.manifest["usage"] = self.ledger.to_manifest()
         write_json(self.manifest, self.root / MANIFEST)
 
 

@@ -67,6 +67,24 @@ class Settings(BaseSettings):
     backoff_max: float = 60.0
     structured_retries: int = 2
 
+    # --- cache, spending and caps ---------------------------------------
+    cache: bool | None = Field(
+        default=None,
+        description="Reuse replies to identical requests; unset: on for remote endpoints, "
+        "off for the embedded model.",
+    )
+    cache_url: str | None = Field(
+        default=None, description="A Redis URL for the response cache; unset: SQLite in data_dir."
+    )
+    prices_file: Path | None = Field(
+        default=None,
+        description='JSON {"model": {"input": USD, "output": USD}} per 1M tokens, over the defaults.',
+    )
+    max_cost: float | None = Field(default=None, ge=0, description="USD a run may spend.")
+    max_total_tokens: int | None = Field(
+        default=None, ge=0, description="Prompt plus completion tokens a run may spend."
+    )
+
     # --- embedded local model -------------------------------------------
     local_model: Path | None = Field(
         default=None, description="Any GGUF file; unset: the bundled Qwen2.5-Coder-0.5B."
@@ -111,6 +129,10 @@ class Settings(BaseSettings):
     @property
     def workspace(self) -> Path:
         return self.workspace_dir or self.data_dir
+
+    @property
+    def cache_path(self) -> Path:
+        return self.data_dir / "cache" / "responses.sqlite"
 
     @property
     def chroma_dir(self) -> Path:

@@ -18,15 +18,19 @@ from synthgraph.graphs.agentinstruct.job import (
 )
 from synthgraph.graphs.cli_support import (
     DedupeIds,
+    MaxCost,
     MaxRejectRate,
+    MaxTotalTokens,
     RetryRejects,
+    UseCache,
     console,
-    exit_on_rejects,
     fail,
+    report_run,
     resuming_as_started,
     stdout,
     table,
 )
+from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {}
 """Old flag → new flag (none: instruct's flags already use the shared vocabulary)."""
@@ -74,6 +78,9 @@ def instruct_command(
     retry_rejects: RetryRejects = True,
     dedupe_ids: DedupeIds = False,
     max_reject_rate: MaxRejectRate = 0.5,
+    max_cost: MaxCost = None,
+    max_total_tokens: MaxTotalTokens = None,
+    cache: UseCache = None,
     text_field: Annotated[
         str, typer.Option(help="Text column of JSONL/Parquet/CSV seeds.")
     ] = "text",
@@ -117,6 +124,7 @@ def instruct_command(
         resume=resume,
         retry_rejects=retry_rejects,
         dedupe_ids=dedupe_ids,
+        budget=Budget(max_cost, max_total_tokens, cache),
     )
     rows = [[k, v] for k, v in summary.counts.items()]
     stdout.print(table("agentinstruct", ["count", "value"], rows))
@@ -124,7 +132,7 @@ def instruct_command(
         f"instructions: {summary.instructions}\nrejects: {summary.rejects}\n"
         f"dataset: {summary.dataset}"
     )
-    exit_on_rejects(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, max_reject_rate)
 
 
 def instruct_export_command(

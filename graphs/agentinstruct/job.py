@@ -32,6 +32,7 @@ from synthgraph.tools.io import (
     write_table,
 )
 from synthgraph.tools.runs import REJECTS
+from synthgraph.tools.usage import Budget
 
 GRAPH_NAME = "agentinstruct"
 OUTPUT = "instructions.jsonl"
@@ -100,6 +101,7 @@ def instruct_job(
     dedupe_ids: bool = False,
     workers: int | None = None,
     show_progress: bool = True,
+    budget: Budget | None = None,
 ) -> InstructSummary:
     """Run AgentInstruct over every seed of `source` and every skill; resumable.
 
@@ -117,7 +119,9 @@ def instruct_job(
     records, problems = load_texts(
         source, text_field=given.text_field, id_field=given.id_field, suffixes=SEED_SUFFIXES
     )
-    run, config = open_job(GRAPH_NAME, config, out=out, resume=resume, problems=problems)
+    run, config = open_job(
+        GRAPH_NAME, config, out=out, resume=resume, problems=problems, budget=budget
+    )
     context = AgentInstructContext(
         routing=config["routing"],
         transformations_per_seed=config["transformations_per_seed"],

@@ -9,17 +9,21 @@ import typer
 
 from synthgraph.graphs.cli_support import (
     DedupeIds,
+    MaxCost,
     MaxRejectRate,
+    MaxTotalTokens,
     RetryRejects,
+    UseCache,
     console,
-    exit_on_rejects,
     fail,
+    report_run,
     resuming_as_started,
     stdout,
     table,
 )
 from synthgraph.graphs.personas.graph import DEFAULT_RELATIONS, DedupMethod, PersonasContext
 from synthgraph.graphs.personas.job import personas_job
+from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {"--max-records": "--limit"}
 
@@ -76,6 +80,9 @@ def personas_command(
     retry_rejects: RetryRejects = True,
     dedupe_ids: DedupeIds = False,
     max_reject_rate: MaxRejectRate = 0.5,
+    max_cost: MaxCost = None,
+    max_total_tokens: MaxTotalTokens = None,
+    cache: UseCache = None,
 ) -> None:
     """Infer personas from texts, expand them through relations, dedup them (PersonaHub)."""
     names = [r.strip() for r in relations.split(",") if r.strip()]
@@ -90,6 +97,7 @@ def personas_command(
         summary = personas_job(
             source, out, context=None if resuming_as_started(ctx, resume) else context,
             limit=limit, resume=resume, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
+            budget=Budget(max_cost, max_total_tokens, cache),
             text_field=text_field, id_field=id_field,
         )  # fmt: skip
     except ValueError as error:  # the root prints InputError & co.; a bad --namespace is bare
@@ -104,4 +112,4 @@ def personas_command(
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
     ]  # fmt: skip
     stdout.print(table("personas", ["", "count"], rows))
-    exit_on_rejects(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, max_reject_rate)

@@ -28,6 +28,7 @@ from synthgraph.graphs.personas.graph import PersonasContext, builder, dedup_per
 from synthgraph.tools.io import TextRecord, count_records, load_texts, read_jsonl
 from synthgraph.tools.runs import Run
 from synthgraph.tools.settings import get_settings
+from synthgraph.tools.usage import Budget
 
 GENERATED = "generated.jsonl"
 PERSONAS = "personas.jsonl"
@@ -59,6 +60,7 @@ def personas_job(
     text_field: str = "text",
     id_field: str = "id",
     show_progress: bool = True,
+    budget: Budget | None = None,
 ) -> PersonasSummary:
     """Texts → personas (+ expansions) → dedup, in a run folder. Raises InputError / RunError.
 
@@ -69,7 +71,9 @@ def personas_job(
     if resume is None or context is not None:
         context = context or PersonasContext()
         config = {"input": str(source), "limit": limit, "context": asdict(context)}
-    run, config = open_job("personas", config, out=out, resume=resume, problems=problems)
+    run, config = open_job(
+        "personas", config, out=out, resume=resume, problems=problems, budget=budget
+    )
     context, limit = PersonasContext(**config["context"]), config["limit"]
     if limit is not None:
         texts = texts[:limit]

@@ -14,11 +14,14 @@ import typer
 
 from synthgraph.graphs.cli_support import (
     DedupeIds,
+    MaxCost,
     MaxRejectRate,
+    MaxTotalTokens,
     RetryRejects,
+    UseCache,
     console,
-    exit_on_rejects,
     fail,
+    report_run,
     resuming_as_started,
     stdout,
     table,
@@ -34,6 +37,7 @@ from synthgraph.graphs.retrieval.job import (
     train_job,
 )
 from synthgraph.tools.retrieval_data import STYLES
+from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {}
 retrieval_app = typer.Typer(
@@ -71,6 +75,9 @@ def generate_command(
     retry_rejects: RetryRejects = True,
     dedupe_ids: DedupeIds = False,
     max_reject_rate: MaxRejectRate = 0.5,
+    max_cost: MaxCost = None,
+    max_total_tokens: MaxTotalTokens = None,
+    cache: UseCache = None,
     text_field: Annotated[
         str, typer.Option(help="Text field of JSONL/Parquet/CSV input.")
     ] = "text",
@@ -91,12 +98,13 @@ def generate_command(
         corpus, out, context=None if resuming_as_started(ctx, resume) else context, limit=limit,
         seed=seed, resume=resume,
         retry_rejects=retry_rejects, dedupe_ids=dedupe_ids, max_minutes=max_minutes,
+        budget=Budget(max_cost, max_total_tokens, cache),
         text_field=text_field, id_field=id_field,
     )  # fmt: skip
     rows = [[k, v] for k, v in asdict(summary).items() if k != "seconds"]
     stdout.print(table("retrieval generate", ["", "value"], rows))
     console.print(f"pairs: {summary.run_dir}/{PAIRS}")
-    exit_on_rejects(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, max_reject_rate)
 
 
 @retrieval_app.command("filter")

@@ -53,6 +53,7 @@ from synthgraph.tools.retrieval_training import (
 )
 from synthgraph.tools.runs import RunError
 from synthgraph.tools.settings import get_settings
+from synthgraph.tools.usage import Budget
 
 log = get_logger(__name__)
 PAIRS = "pairs.jsonl"
@@ -92,6 +93,7 @@ def generate_job(
     text_field: str = "text",
     id_field: str = "_id",
     show_progress: bool = True,
+    budget: Budget | None = None,
 ) -> GenerateSummary:
     """Queries for (a seeded sample of) the corpus, in a resumable run folder.
 
@@ -105,7 +107,9 @@ def generate_job(
         config = {"corpus": str(corpus), "limit": limit, "seed": seed, "context": asdict(context)}
     # Read before the run folder opens, so bad input leaves no run folder behind.
     documents, problems = corpus_documents(corpus, text_field, id_field)
-    run, config = open_job("retrieval", config, out=out, resume=resume, problems=problems)
+    run, config = open_job(
+        "retrieval", config, out=out, resume=resume, problems=problems, budget=budget
+    )
     if config["corpus"] != str(corpus):  # one run never mixes the documents of two corpora
         raise RunError(
             f"cannot resume {run.root}: it was started on {config['corpus']}, not {corpus}"

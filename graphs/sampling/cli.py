@@ -17,11 +17,14 @@ import typer
 
 from synthgraph.graphs.cli_support import (
     DedupeIds,
+    MaxCost,
     MaxRejectRate,
+    MaxTotalTokens,
     RetryRejects,
+    UseCache,
     console,
-    exit_on_rejects,
     fail,
+    report_run,
     resuming_as_started,
     stdout,
     table,
@@ -36,6 +39,7 @@ from synthgraph.graphs.sampling.job import (
 )
 from synthgraph.tools.runs import REJECTS
 from synthgraph.tools.sampling_budget import BudgetPlan, plan_budget
+from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {}
 """Old flag → new flag (none: `--resume` now takes the run, which no rewrite can alias)."""
@@ -167,6 +171,9 @@ def run(
     retry_rejects: RetryRejects = True,
     dedupe_ids: DedupeIds = False,
     max_reject_rate: MaxRejectRate = 0.5,
+    max_cost: MaxCost = None,
+    max_total_tokens: MaxTotalTokens = None,
+    cache: UseCache = None,
 ) -> None:
     """Sample, verify and judge; then write metrics, plots and the SFT export into the run folder."""
     if temperature <= 0:
@@ -185,13 +192,14 @@ def run(
     summary = sampling_job(
         problems, out, None if resuming_as_started(ctx, resume) else context, resume=resume,
         params=params, limit=limit, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
+        budget=Budget(max_cost, max_total_tokens, cache),
     )  # fmt: skip
     console.print(
         f"[green]done[/] {summary.processed} problems this time ({summary.skipped} already done, "
         f"{summary.rejected} rejected: see {Path(summary.run_dir) / REJECTS})"
     )
     _print_report(summary.report)
-    exit_on_rejects(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, max_reject_rate)
 
 
 @sampling_app.command()

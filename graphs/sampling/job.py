@@ -23,6 +23,7 @@ from synthgraph.tools.runs import MANIFEST
 from synthgraph.tools.sampling_answers import AnswerError, gold_answer
 from synthgraph.tools.sampling_budget import BudgetPlan, ModelCost, plan_budget
 from synthgraph.tools.sampling_metrics import build_report
+from synthgraph.tools.usage import Budget
 
 SAMPLES = "samples.jsonl"
 PROBLEMS = "problems.jsonl"
@@ -89,6 +90,7 @@ def sampling_job(
     retry_rejects: bool = True,
     dedupe_ids: bool = False,
     show_progress: bool = True,
+    budget: Budget | None = None,
 ) -> SamplingSummary:
     """Sample, verify and judge every problem not yet done in the run; then write its report.
 
@@ -102,7 +104,9 @@ def sampling_job(
     if context is not None:
         params = dict(params or DEFAULT_PARAMS)
         config = config or run_config(problems_path, context, params)
-    run, config = open_job(GRAPH_NAME, config, out=out, resume=resume, problems=unusable)
+    run, config = open_job(
+        GRAPH_NAME, config, out=out, resume=resume, problems=unusable, budget=budget
+    )
     if context is None:  # resumed as started: the run's own knobs and params
         context = SamplingContext(**{key: config[key] for key in SAMPLING_KNOBS})
         params = config["params"]

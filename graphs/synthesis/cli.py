@@ -9,17 +9,21 @@ import typer
 
 from synthgraph.graphs.cli_support import (
     DedupeIds,
+    MaxCost,
     MaxRejectRate,
+    MaxTotalTokens,
     RetryRejects,
+    UseCache,
     console,
-    exit_on_rejects,
     fail,
+    report_run,
     resuming_as_started,
     stdout,
     table,
 )
 from synthgraph.graphs.synthesis.graph import SynthesisContext
 from synthgraph.graphs.synthesis.job import ITEMS, TASKS, few_shot_file, synthesis_job
+from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {"--max-records": "--limit"}
 
@@ -45,6 +49,9 @@ def synthesize_command(
     retry_rejects: RetryRejects = True,
     dedupe_ids: DedupeIds = False,
     max_reject_rate: MaxRejectRate = 0.5,
+    max_cost: MaxCost = None,
+    max_total_tokens: MaxTotalTokens = None,
+    cache: UseCache = None,
 ) -> None:
     """Write task items (math, instruction, knowledge, npc, tool) from each persona's view."""
     if task is None and not resume:
@@ -60,6 +67,7 @@ def synthesize_command(
     summary = synthesis_job(
         personas, out, context=context,
         limit=limit, resume=resume, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
+        budget=Budget(max_cost, max_total_tokens, cache),
     )  # fmt: skip
     rows = [
         ["personas", summary.personas], ["items", summary.items], ["rejects", summary.rejects],
@@ -67,4 +75,4 @@ def synthesize_command(
     ]  # fmt: skip
     console.print(f"[green]done[/] {summary.run_dir}/{ITEMS}")
     stdout.print(table(f"synthesize {summary.task}", ["", "count"], rows))
-    exit_on_rejects(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, max_reject_rate)

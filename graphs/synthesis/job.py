@@ -13,6 +13,7 @@ from synthgraph.graphs.jobs import nothing_from, open_job
 from synthgraph.graphs.synthesis.graph import SynthesisContext, context_few_shot, graph
 from synthgraph.tools.io import InputError, TextRecord, count_records, load_texts
 from synthgraph.tools.settings import get_settings
+from synthgraph.tools.usage import Budget
 
 ITEMS = "items.jsonl"
 
@@ -42,6 +43,7 @@ def synthesis_job(
     retry_rejects: bool = True,
     dedupe_ids: bool = False,
     show_progress: bool = True,
+    budget: Budget | None = None,
 ) -> SynthesisSummary:
     """Personas × task → items.jsonl in a run folder, one append per persona.
 
@@ -55,7 +57,9 @@ def synthesis_job(
         context_few_shot(context, confined=False)  # a bad examples file fails before any call
         config = {"personas": str(personas_file), "limit": limit, "context": asdict(context)}
     personas, problems = load_texts(personas_file, text_field="persona", id_field="id")
-    run, config = open_job("synthesis", config, out=out, resume=resume, problems=problems)
+    run, config = open_job(
+        "synthesis", config, out=out, resume=resume, problems=problems, budget=budget
+    )
     context, limit = SynthesisContext(**config["context"]), config["limit"]
     # The caller's examples file is read here, wherever it is; the graph itself reads
     # example files only inside the workspace.

@@ -1,9 +1,11 @@
 """The one way a job or service becomes a tool for other agents.
 
-Every tool is a `StructuredTool` made by `agent_tool`: a pydantic schema bounds each argument,
-paths are confined to the workspace by the function (`tools/workspace.py` `confine`), user
-errors (bad input, a path outside the workspace, a run that cannot start) come back to the
-model as one redacted line, and the result is a dict whose paths are workspace-relative.
+Every tool is a `StructuredTool` made by `agent_tool`: it is named after its function and
+described to the model by `prompts/tools/<name>.md` (model-facing text is data, like every
+prompt), a pydantic schema bounds each argument, paths are confined to the workspace by the
+function (`tools/workspace.py` `confine`), user errors (bad input, a path outside the
+workspace, a run that cannot start) come back to the model as one redacted line, and the
+result is a dict whose paths are workspace-relative.
 """
 
 from __future__ import annotations
@@ -16,21 +18,22 @@ from typing import Any
 from langchain_core.tools import StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from synthgraph.prompts import load_prompt
 from synthgraph.tools.log import tool_error_text
 from synthgraph.tools.workspace import confine, workspace_root
 
 
 def agent_tool(
     func: Callable[..., dict[str, Any]],
-    *,
-    name: str,
-    description: str,
     args_schema: type[BaseModel],
 ) -> StructuredTool:
     """`func` as a tool: a user error (any `ValueError`) is the model's to read, not a crash.
 
+    The tool is named after `func`; its description is `prompts/tools/<name>.md`.
     Unknown arguments are refused: a misspelt or retired one would otherwise be dropped
     silently, and the tool would run with its default."""
+    name = func.__name__
+    description = load_prompt(f"tools/{name}.md").strip()
     strict = type(
         args_schema.__name__,
         (args_schema,),
@@ -61,6 +64,11 @@ def explain_arguments(error: ValidationError) -> str:
     return "invalid arguments: " + "; ".join(
         f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5]
     )
+
+
+def counts(summary: object, *names: str) -> dict[str, Any]:
+    """The named fields of a job's summary, for a tool's answer."""
+    return {name: getattr(summary, name) for name in names}
 
 
 def workspace_relative(path: str | Path) -> str:

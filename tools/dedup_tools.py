@@ -52,13 +52,4 @@ def dedup_records(
 
 def dedup_tool() -> StructuredTool:
     """A LangChain tool over `DedupService` (errors come back to the model as text)."""
-    return agent_tool(
-        dedup_records,
-        name="dedup_records",
-        description=(
-            "Remove near-duplicate records from a JSONL or Parquet file in the workspace, "
-            "comparing one text field by words (MinHash) and meaning (embeddings). Records kept "
-            "in earlier runs count too, so rerunning on the same data keeps nothing."
-        ),
-        args_schema=DedupArgs,
-    )
+    return agent_tool(dedup_records, DedupArgs)

@@ -145,19 +145,12 @@ def plan_sampling_budget(
 ) -> dict[str, Any]:
     """Plan compute-matched sampling: how many solutions per problem each model can afford.
 
-    Give each model its parameter count (FLOPs budget, ≈2·params per token) or its
-    output price in USD per million tokens (money budget). Returns, per model, the
-    cost of one solution, the samples per problem, what that spends, and the
-    cheap:dear samples ratio (the paper samples the weak model that many times more).
+    What to give and what it returns is described to the model in
+    `prompts/tools/plan_sampling_budget.md`.
     """
     return plan_budget(models, budget, problems, tokens_per_solution, unit).model_dump()
 
 
 def sampling_budget_tool() -> StructuredTool:
     """`plan_sampling_budget` as a tool: arithmetic only, no files."""
-    return agent_tool(
-        plan_sampling_budget,
-        name="plan_sampling_budget",
-        description=plan_sampling_budget.__doc__ or "",
-        args_schema=BudgetArgs,
-    )
+    return agent_tool(plan_sampling_budget, BudgetArgs)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import operator
 import random
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -126,9 +127,7 @@ class TransformationState(TransformationInput, TransformationOutput, total=False
     chosen: list[str]
 
 
-class TransformTask(TypedDict):
-    seed: Seed
-    skill: str
+class TransformTask(TransformationInput):
     transformation: str
 
 
@@ -209,13 +208,18 @@ def _accepted(verdict: dict[str, Any], context: AgentInstructContext) -> bool:
 def _judge(
     skill: Skill,
     text: str,
-    instruction: str,
-    answer: str,
+    pair: Mapping[str, Any],
     record_id: str,
     context: AgentInstructContext,
 ) -> dict[str, Any]:
+    """The judge's verdict on the pair's instruction and answer, against `text`."""
     verdict = judge_answer(
-        skill, text, instruction, answer, record_id=record_id, **context.model_kwargs()
+        skill,
+        text,
+        pair["instruction"],
+        pair["answer"],
+        record_id=record_id,
+        **context.model_kwargs(),
     )
     return verdict.model_dump()
 
@@ -277,12 +281,12 @@ def transform(task: TransformTask, runtime: Runtime[AgentInstructContext]) -> Tr
 
 transformation_builder = StateGraph(
     TransformationState,
-    context_schema=AgentInstructContext,
+    AgentInstructContext,
     input_schema=TransformationInput,
     output_schema=TransformationOutput,
 )
-transformation_builder.add_node("route", route)
-transformation_builder.add_node("transform", transform, input_schema=TransformTask)
+transformation_builder.add_node(route)
+transformation_builder.add_node(transform, input_schema=TransformTask)
 transformation_builder.add_edge(START, "route")
 transformation_builder.add_conditional_edges("route", fan_out_transforms, ["transform"])
 transformation_builder.add_edge("transform", END)
@@ -351,14 +355,7 @@ def judge_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext]) 
     for pair in state.get("pairs", []):
         skill = load_skill(pair["source"]["skill"])
         try:
-            verdict = _judge(
-                skill,
-                pair["source"]["text"],
-                pair["instruction"],
-                pair["answer"],
-                pair["id"],
-                context,
-            )
+            verdict = _judge(skill, pair["source"]["text"], pair, pair["id"], context)
         except Exception as error:
             rejects.append(rejection(pair["id"], "judge", error))
             continue
@@ -376,16 +373,12 @@ def judge_pairs(state: GenerationState, runtime: Runtime[AgentInstructContext]) 
 
 generation_builder = StateGraph(
     GenerationState,
-    context_schema=AgentInstructContext,
+    AgentInstructContext,
     input_schema=GenerationInput,
     output_schema=GenerationOutput,
 )
-generation_builder.add_node("sample_types", sample_types)
-generation_builder.add_node("create_pairs", create_pairs)
-generation_builder.add_node("judge_pairs", judge_pairs)
+generation_builder.add_sequence([sample_types, create_pairs, judge_pairs])
 generation_builder.add_edge(START, "sample_types")
-generation_builder.add_edge("sample_types", "create_pairs")
-generation_builder.add_edge("create_pairs", "judge_pairs")
 generation_builder.add_edge("judge_pairs", END)
 instruction_generation = generation_builder.compile(name="instruction_generation")
 
@@ -459,14 +452,7 @@ def judge_edit(state: RefinementState, runtime: Runtime[AgentInstructContext]) -
     skill = load_skill(candidate["source"]["skill"])
     version = {"round": len(state["versions"]), "suggestions": state["suggestions"], **draft}
     try:
-        verdict = _judge(
-            skill,
-            candidate["source"]["text"],
-            draft["instruction"],
-            draft["answer"],
-            candidate["id"],
-            context,
-        )
+        verdict = _judge(skill, candidate["source"]["text"], draft, candidate["id"], context)
     except Exception as error:
         return _failed_round(state, "judge", error)
     accepted = _accepted(verdict, context)
@@ -537,15 +523,15 @@ def judge_or_finish(state: RefinementState) -> str:
 
 refinement_builder = StateGraph(
     RefinementState,
-    context_schema=AgentInstructContext,
+    AgentInstructContext,
     input_schema=RefinementInput,
     output_schema=RefinementOutput,
 )
 refinement_builder.add_node("start", start_refinement)
-refinement_builder.add_node("suggest", suggest)
-refinement_builder.add_node("edit", edit)
-refinement_builder.add_node("judge_edit", judge_edit)
-refinement_builder.add_node("finish", finish)
+refinement_builder.add_node(suggest)
+refinement_builder.add_node(edit)
+refinement_builder.add_node(judge_edit)
+refinement_builder.add_node(finish)
 refinement_builder.add_edge(START, "start")
 refinement_builder.add_conditional_edges("start", refine_or_finish, ["suggest", "finish"])
 refinement_builder.add_conditional_edges("suggest", edit_or_finish, ["edit", "finish"])
@@ -649,17 +635,18 @@ def deduplicate(
 
 builder = StateGraph(
     AgentInstructState,
-    context_schema=AgentInstructContext,
+    AgentInstructContext,
     input_schema=AgentInstructInput,
     output_schema=AgentInstructOutput,
 )
-builder.add_node("prepare", prepare)
+# A subgraph's node is named here, not by the `compile(name=...)` far above.
+builder.add_node(prepare)
 builder.add_node("content_transformation", content_transformation)
-builder.add_node("plan_instructions", plan_instructions)
+builder.add_node(plan_instructions)
 builder.add_node("instruction_generation", instruction_generation)
-builder.add_node("plan_refinement", plan_refinement)
+builder.add_node(plan_refinement)
 builder.add_node("refinement", refinement)
-builder.add_node("deduplicate", deduplicate)
+builder.add_node(deduplicate)
 builder.add_edge(START, "prepare")
 builder.add_conditional_edges("prepare", fan_out_seeds, ["content_transformation", "deduplicate"])
 builder.add_edge("content_transformation", "plan_instructions")

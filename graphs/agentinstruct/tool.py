@@ -72,14 +72,4 @@ def generate_instructions(
 
 
 def instruct_tool() -> StructuredTool:
-    return agent_tool(
-        generate_instructions,
-        name="generate_instructions",
-        description=(
-            "AgentInstruct: rewrite seed documents per skill, create instruction/answer pairs of "
-            "sampled types, have a judge check them, refine them, drop near-duplicates. Returns the "
-            "paths of instructions.jsonl (chat messages with provenance), rejects.jsonl and a "
-            "Hugging Face dataset, and the counts."
-        ),
-        args_schema=InstructArgs,
-    )
+    return agent_tool(generate_instructions, InstructArgs)

@@ -280,15 +280,12 @@ def fan_out_relations(state: PersonasState, runtime: Runtime[PersonasContext]) -
 
 
 builder = StateGraph(
-    PersonasState,
-    context_schema=PersonasContext,
-    input_schema=PersonasInput,
-    output_schema=PersonasOutput,
+    PersonasState, PersonasContext, input_schema=PersonasInput, output_schema=PersonasOutput
 )
-builder.add_node("text_to_persona", text_to_persona)
-builder.add_node("plan_round", plan_round)
-builder.add_node("persona_to_persona", persona_to_persona)
-builder.add_node("dedup", dedup)
+builder.add_node(text_to_persona)
+builder.add_node(plan_round)
+builder.add_node(persona_to_persona)
+builder.add_node(dedup)
 builder.add_conditional_edges(START, fan_out_texts, ["text_to_persona", "plan_round"])
 builder.add_edge("text_to_persona", "plan_round")
 builder.add_conditional_edges("plan_round", fan_out_relations, ["persona_to_persona", "dedup"])

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from synthgraph.graphs.personas.graph import DEFAULT_RELATIONS, PersonasContext
 from synthgraph.graphs.personas.job import DROPPED, PERSONAS, personas_job
-from synthgraph.tools.agent_tool import agent_tool, workspace_relative
+from synthgraph.tools.agent_tool import agent_tool, counts, workspace_relative
 from synthgraph.tools.runs import REJECTS
 from synthgraph.tools.workspace import confine
 
@@ -60,23 +60,9 @@ def personas_from_texts(
         "personas_path": workspace_relative(out / PERSONAS),
         "dropped_path": workspace_relative(out / DROPPED),
         "rejects_path": workspace_relative(out / REJECTS),
-        "texts": summary.texts,
-        "generated": summary.generated,
-        "kept": summary.kept,
-        "dropped": summary.dropped,
-        "rejects": summary.rejects,
+        **counts(summary, "texts", "generated", "kept", "dropped", "rejects"),
     }
 
 
 def personas_tool() -> StructuredTool:
-    """`personas_from_texts`: the personas job for a tool-calling model."""
-    return agent_tool(
-        personas_from_texts,
-        name="personas_from_texts",
-        description=(
-            "Infer personas (who reads, writes, likes or dislikes each text) from texts in the "
-            "workspace, expand them through relations (colleague, student, ...), and drop near-duplicates "
-            "of each other and of personas kept in earlier runs. Returns output paths and counts."
-        ),
-        args_schema=PersonasArgs,
-    )
+    return agent_tool(personas_from_texts, PersonasArgs)

@@ -119,15 +119,10 @@ def write_queries(state: RetrievalState, runtime: Runtime[RetrievalContext]) -> 
 
 # --- builder ----------------------------------------------------------------------
 builder = StateGraph(
-    RetrievalState,
-    context_schema=RetrievalContext,
-    input_schema=RetrievalInput,
-    output_schema=RetrievalOutput,
+    RetrievalState, RetrievalContext, input_schema=RetrievalInput, output_schema=RetrievalOutput
 )
-builder.add_node("prepare_prompt", prepare_prompt)
-builder.add_node("write_queries", write_queries)
+builder.add_sequence([prepare_prompt, write_queries])
 builder.add_edge(START, "prepare_prompt")
-builder.add_edge("prepare_prompt", "write_queries")
 builder.add_edge("write_queries", END)
 
 graph = builder.compile(name="retrieval")

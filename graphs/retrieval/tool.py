@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from synthgraph.graphs.retrieval.graph import RetrievalContext
 from synthgraph.graphs.retrieval.job import PAIRS, generate_job
-from synthgraph.tools.agent_tool import agent_tool, workspace_relative
+from synthgraph.tools.agent_tool import agent_tool, counts, workspace_relative
 from synthgraph.tools.retrieval_data import Style
 from synthgraph.tools.workspace import confine
 
@@ -62,21 +62,9 @@ def write_retrieval_queries(
     )
     return {
         "pairs_path": workspace_relative(out / PAIRS),
-        "documents": summary.documents,
-        "pairs": summary.pairs,
-        "rejects": summary.rejects,
+        **counts(summary, "documents", "pairs", "rejects"),
     }
 
 
 def retrieval_tool() -> StructuredTool:
-    """`write_retrieval_queries`: the retrieval generate job for a tool-calling model."""
-    return agent_tool(
-        write_retrieval_queries,
-        name="write_retrieval_queries",
-        description=(
-            "Write search queries for the documents of a corpus (Promptagator / InPars prompts), "
-            "giving (query, document) pairs to train a retriever. "
-            "Returns the pairs file and counts."
-        ),
-        args_schema=RetrievalQueriesArgs,
-    )
+    return agent_tool(write_retrieval_queries, RetrievalQueriesArgs)

@@ -144,19 +144,14 @@ def judge_kept(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[
 
 # --- builder ------------------------------------------------------------------
 builder = StateGraph(
-    SamplingState,
-    context_schema=SamplingContext,
-    input_schema=SamplingInput,
-    output_schema=SamplingOutput,
+    SamplingState, SamplingContext, input_schema=SamplingInput, output_schema=SamplingOutput
 )
-builder.add_node("sample_weak", sample_weak)
-builder.add_node("sample_strong", sample_strong)
-builder.add_node("verify_answers", verify_answers)
-builder.add_node("judge_kept", judge_kept)
+builder.add_node(sample_weak)
+builder.add_node(sample_strong)
+builder.add_sequence((verify_answers, judge_kept))
 builder.add_edge(START, "sample_weak")
 builder.add_edge(START, "sample_strong")
 builder.add_edge(["sample_weak", "sample_strong"], "verify_answers")
-builder.add_edge("verify_answers", "judge_kept")
 builder.add_edge("judge_kept", END)
 
 graph = builder.compile(name=GRAPH_NAME)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from synthgraph.graphs.sampling.graph import SamplingContext
 from synthgraph.graphs.sampling.job import sampling_job
-from synthgraph.tools.agent_tool import agent_tool, workspace_relative
+from synthgraph.tools.agent_tool import agent_tool, counts, workspace_relative
 from synthgraph.tools.workspace import confine
 
 
@@ -40,12 +40,7 @@ def sample_verified_solutions(
 ) -> dict[str, Any]:
     """Sample math solutions from the weak and the strong model, keep the verified ones, measure them.
 
-    `problems_file` (JSONL with `question` and a gold `answer` ending in `#### N`)
-    and `out_dir` are paths inside the workspace. Returns coverage@k and
-    diversity@k per model and k, the judged false-positive rate per model, the
-    counts, the run folder and the SFT files written in it (`sft.jsonl`,
-    `sft_weak.jsonl`, `sft_strong.jsonl`). Pass resume=True to continue an
-    interrupted run in the same `out_dir`.
+    What it returns is described to the model in `prompts/tools/sample_verified_solutions.md`.
     """
     problems, out = confine(problems_file), confine(out_dir)
     context = SamplingContext(weak_k=weak_k, strong_k=strong_k, judge_per_model=judge_per_model)
@@ -55,18 +50,11 @@ def sample_verified_solutions(
     )  # fmt: skip
     return {
         **summary.report,
-        "processed": summary.processed,
-        "rejected": summary.rejected,
+        **counts(summary, "processed", "rejected"),
         "out_dir": workspace_relative(summary.run_dir),
         "sft_files": sorted(p.name for p in out.glob("sft*.jsonl")),
     }
 
 
 def sampling_tool() -> StructuredTool:
-    """`sample_verified_solutions`: the sampling job, confined to the workspace and bounded."""
-    return agent_tool(
-        sample_verified_solutions,
-        name="sample_verified_solutions",
-        description=sample_verified_solutions.__doc__ or "",
-        args_schema=SamplingArgs,
-    )
+    return agent_tool(sample_verified_solutions, SamplingArgs)

@@ -131,12 +131,9 @@ def fan_out_items(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> 
 
 
 builder = StateGraph(
-    SynthesisState,
-    context_schema=SynthesisContext,
-    input_schema=SynthesisInput,
-    output_schema=SynthesisOutput,
+    SynthesisState, SynthesisContext, input_schema=SynthesisInput, output_schema=SynthesisOutput
 )
-builder.add_node("write_item", write_item)
+builder.add_node(write_item)
 builder.add_conditional_edges(START, fan_out_items, ["write_item", END])
 builder.add_edge("write_item", END)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from synthgraph.graphs.synthesis.graph import SynthesisContext
 from synthgraph.graphs.synthesis.job import ITEMS, few_shot_file, synthesis_job
-from synthgraph.tools.agent_tool import agent_tool, workspace_relative
+from synthgraph.tools.agent_tool import agent_tool, counts, workspace_relative
 from synthgraph.tools.runs import REJECTS
 from synthgraph.tools.workspace import confine
 
@@ -54,21 +54,9 @@ def synthesize_from_personas(
     return {
         "items_path": workspace_relative(out / ITEMS),
         "rejects_path": workspace_relative(out / REJECTS),
-        "personas": summary.personas,
-        "items": summary.items,
-        "rejects": summary.rejects,
+        **counts(summary, "personas", "items", "rejects"),
     }
 
 
 def synthesis_tool() -> StructuredTool:
-    """`synthesize_from_personas`: the synthesis job for a tool-calling model."""
-    return agent_tool(
-        synthesize_from_personas,
-        name="synthesize_from_personas",
-        description=(
-            "Write data items from each persona's point of view: math problems with answers, user "
-            "instructions, knowledge articles, game NPC sheets or JSON tool specs. Returns the items "
-            "file path and counts."
-        ),
-        args_schema=SynthesisArgs,
-    )
+    return agent_tool(synthesize_from_personas, SynthesisArgs)

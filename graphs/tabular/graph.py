@@ -10,6 +10,7 @@ model, the synthetic table and the report stay on disk; the state carries only p
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NotRequired
 
 from langgraph.graph import END, START, StateGraph
@@ -57,13 +58,17 @@ class TabularState(TabularInput, TabularOutput, total=False):
     pass
 
 
+def confine_given(path: str | None) -> Path | None:
+    """An optional path, confined to the workspace when given."""
+    return confine(path) if path else None
+
+
 # --- nodes ----------------------------------------------------------------------
 def fit(state: TabularState) -> dict[str, Any]:
-    context_path = state.get("context_path")
     summary = fit_job(
         confine(state["training_path"]),
         confine(state["model_dir"]),
-        context=confine(context_path) if context_path else None,
+        context=confine_given(state.get("context_path")),
         key=state.get("context_key"),
         epochs=state.get("max_epochs", DEFAULT_EPOCHS),
         max_minutes=state.get("max_minutes", DEFAULT_MINUTES),
@@ -83,22 +88,17 @@ def sample(state: TabularState) -> dict[str, Any]:
 
 
 def report(state: TabularState) -> dict[str, Any]:
-    holdout_path = state.get("holdout_path")
     summary = report_job(
         confine(state["output_path"]),
         confine(state["training_path"]),
-        holdout=confine(holdout_path) if holdout_path else None,
+        holdout=confine_given(state.get("holdout_path")),
     )
     return {"metrics": as_dict(summary, workspace_relative)}
 
 
 # --- builder --------------------------------------------------------------------
 builder = StateGraph(TabularState, input_schema=TabularInput, output_schema=TabularOutput)
-builder.add_node("fit", fit)
-builder.add_node("sample", sample)
-builder.add_node("report", report)
+builder.add_sequence([fit, sample, report])
 builder.add_edge(START, "fit")
-builder.add_edge("fit", "sample")
-builder.add_edge("sample", "report")
 builder.add_edge("report", END)
 graph = builder.compile(name="tabular")

@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from synthgraph.graphs.tabular.graph import DEFAULT_MINUTES, DEFAULT_ROWS
+from synthgraph.graphs.tabular.graph import DEFAULT_MINUTES, DEFAULT_ROWS, confine_given
 from synthgraph.graphs.tabular.job import (
     DEFAULT_EPOCHS,
     as_dict,
@@ -61,7 +61,7 @@ def fit_tabular_model(
     summary = fit_job(
         confine(data_path),
         out,
-        context=confine(context_path) if context_path else None,
+        context=confine_given(context_path),
         key=context_key,
         epochs=max_epochs,
         max_minutes=max_minutes,
@@ -109,7 +109,7 @@ def generate_synthetic_table(
         confine(model_dir),
         out,
         rows=rows,
-        given=confine(input_path) if input_path else None,
+        given=confine_given(input_path),
         temperature=temperature,
         top_p=top_p,
         seed=seed,
@@ -156,52 +156,27 @@ def tabular_quality_report(
     report_path: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
-    report_file = confine(report_path) if report_path else None
+    report_file = confine_given(report_path)
     summary = report_job(
         confine(synthetic_path),
         confine(training_path),
-        holdout=confine(holdout_path) if holdout_path else None,
+        holdout=confine_given(holdout_path),
         report_path=report_file,
     )
     return as_dict(summary, workspace_relative)
 
 
 def fit_tool() -> StructuredTool:
-    return agent_tool(
-        fit_tabular_model,
-        name="fit_tabular_model",
-        description="Train a TabularARGN synthetic-data model on a table in the workspace and "
-        "save it. With context_key the table is an event table (many rows per entity).",
-        args_schema=FitArgs,
-    )
+    return agent_tool(fit_tabular_model, FitArgs)
 
 
 def generate_tool() -> StructuredTool:
-    return agent_tool(
-        generate_synthetic_table,
-        name="generate_synthetic_table",
-        description="Generate a synthetic table from a saved TabularARGN model; an input table "
-        "fixes values of some columns (conditional generation).",
-        args_schema=GenerateArgs,
-    )
+    return agent_tool(generate_synthetic_table, GenerateArgs)
 
 
 def impute_tool() -> StructuredTool:
-    return agent_tool(
-        impute_table,
-        name="impute_table",
-        description="Fill missing cells of a table with a saved flat TabularARGN model, "
-        "keeping known cells.",
-        args_schema=ImputeArgs,
-    )
+    return agent_tool(impute_table, ImputeArgs)
 
 
 def report_tool() -> StructuredTool:
-    return agent_tool(
-        tabular_quality_report,
-        name="tabular_quality_report",
-        description="Score a synthetic table against its training data: accuracy (1 - total "
-        "variation distance of binned marginals) and, with a holdout, the DCR share (about 0.5 "
-        "is private).",
-        args_schema=ReportArgs,
-    )
+    return agent_tool(tabular_quality_report, ReportArgs)

@@ -151,9 +151,9 @@ class ResponseCache(BaseCache):
         pending: dict[str, str] = self._pending.__dict__.setdefault("samples", {})
         # A retry of a request that failed in this thread keeps its sample index.
         sample = pending[request] if request in pending else self._next_sample(request)
+        pending[request] = sample  # `update` stores the reply under it; a retry keeps it
         value = self.store.get(f"{request}:{sample}")
         if value is None:
-            pending[request] = sample  # `update` stores the endpoint's reply under it
             return None
         pending.pop(request, None)
         return [_generation(item) for item in json.loads(value)]

@@ -1,0 +1,69 @@
+"""A real redis-server for tests: on a free loopback port, keeping nothing on disk."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synthgraph.agents.llama_registry import stop_process
+
+STARTUP_LIMIT = 30.0  # seconds; a server that never answers fails the test, never hangs it
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (the OS picked it; it is closed again)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def redis_server(folder: Path, password: str | None = None) -> Iterator[str]:
+    """Start redis-server (requiring `password` if given), yield its URL once it answers PING,
+    stop it afterwards.
+
+    Skips the test when redis-server or the redis client is missing (`make test`
+    installs both as root).
+    """
+    redis = pytest.importorskip("redis", reason="the redis client: pip install -e '.[dev]'")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(
+            "redis-server not found: apt-get install redis-server (`make test` does as root)"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = folder / "redis.log"
+    command = [
+        *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
+        *("--save", "", "--appendonly", "no", "--logfile", str(log)),
+        *(("--requirepass", password) if password else ()),
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
+            deadline = time.monotonic() + STARTUP_LIMIT
+            while not _answers(client):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    output = log.read_text() if log.exists() else ""
+                    raise RuntimeError(f"redis-server did not start: {output}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        stop_process(server)
+
+
+def _answers(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:  # redis.ConnectionError, or BusyLoadingError while it starts
+        return False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -27,6 +30,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from synthgraph.tools.log import redact
+from synthgraph.tools.usage import Budget
 
 console = Console(stderr=True)
 stdout = Console()
@@ -111,59 +115,116 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 
 # --- options and the exit status every data command shares ---------------------------
-RetryRejects = Annotated[
-    bool,
-    typer.Option(
-        "--retry-rejects/--no-retry-rejects",
-        help="On --resume, try again the inputs whose rejects are all retryable "
-        "(endpoint down, rate-limited, garbage reply).",
+_RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "resume": (
+        Annotated[str | None, typer.Option(help="Continue this run (id or folder).")],
+        None,
     ),
-]
-DedupeIds = Annotated[
-    bool,
-    typer.Option(
-        "--dedupe-ids", help="Drop later records that repeat an id (default: a repeat is an error)."
+    "retry_rejects": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--retry-rejects/--no-retry-rejects",
+                help="On --resume, try again the inputs whose rejects are all retryable "
+                "(endpoint down, rate-limited, garbage reply).",
+            ),
+        ],
+        True,
     ),
-]
-MaxRejectRate = Annotated[
-    float,
-    typer.Option(min=0.0, max=1.0, help="Exit 1 when more than this share of inputs is rejected."),
-]
+    "dedupe_ids": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--dedupe-ids",
+                help="Drop later records that repeat an id (default: a repeat is an error).",
+            ),
+        ],
+        False,
+    ),
+    "max_reject_rate": (
+        Annotated[
+            float,
+            typer.Option(
+                min=0.0, max=1.0, help="Exit 1 when more than this share of inputs is rejected."
+            ),
+        ],
+        0.5,
+    ),
+    "max_cost": (
+        Annotated[
+            float | None,
+            typer.Option(
+                min=0.0,
+                help="Stop admitting inputs before the run spends more than this many USD "
+                "(all attempts); --resume with a higher cap goes on.",
+            ),
+        ],
+        None,
+    ),
+    "max_total_tokens": (
+        Annotated[
+            int | None,
+            typer.Option(min=0, help="Like --max-cost, in prompt plus completion tokens."),
+        ],
+        None,
+    ),
+    "cache": (
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--cache/--no-cache",
+                help="Reuse replies to identical requests (default: on for remote endpoints).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+}
 
-MaxCost = Annotated[
-    float | None,
-    typer.Option(
-        min=0.0,
-        help="Stop admitting inputs before the run spends more than this many USD "
-        "(all attempts); --resume with a higher cap goes on.",
-    ),
-]
-MaxTotalTokens = Annotated[
-    int | None,
-    typer.Option(min=0, help="Like --max-cost, in prompt plus completion tokens."),
-]
-UseCache = Annotated[
-    bool | None,
-    typer.Option(
-        "--cache/--no-cache",
-        help="Reuse replies to identical requests (default: on for remote endpoints).",
-        show_default=False,
-    ),
-]
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every run-folder command is also told: which attempt, what to retry, what to spend,
+    when to fail. None of it shapes the data, so a `--resume` may change any of it."""
+
+    resume: str | None = None
+    retry_rejects: bool = True
+    dedupe_ids: bool = False
+    max_reject_rate: float = 0.5
+    max_cost: float | None = None
+    max_total_tokens: int | None = None
+    cache: bool | None = None
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_cost, self.max_total_tokens, self.cache)
+
+
+def with_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the shared run options added to its flags; it gets them as one
+    `run_options: RunOptions` argument. Defined once, so every command spells them alike."""
+    own = [
+        parameter
+        for name, parameter in inspect.signature(command, eval_str=True).parameters.items()
+        if name != "run_options"
+    ]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default) in _RUN_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_options(*args: Any, **kwargs: Any) -> None:
+        run_options = RunOptions(**{name: kwargs.pop(name) for name in _RUN_OPTIONS})
+        command(*args, run_options=run_options, **kwargs)
+
+    with_options.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return with_options
 
 
 # Options that steer one attempt, not what the run makes: they may change on --resume.
-_ATTEMPT_OPTIONS = {
-    "resume",
-    "out",
-    "retry_rejects",
-    "dedupe_ids",
-    "max_reject_rate",
-    "max_minutes",
-    "max_cost",
-    "max_total_tokens",
-    "cache",
-}
+_ATTEMPT_OPTIONS = {"out", "max_minutes", *_RUN_OPTIONS}
 
 
 def resuming_as_started(ctx: typer.Context, resume: object) -> bool:
@@ -183,9 +244,9 @@ def resuming_as_started(ctx: typer.Context, resume: object) -> bool:
     )
 
 
-def report_run(run_dir: Path | str, max_rate: float, resume_args: str | None = None) -> None:
-    """Print what the run spent; exit 1 when it stopped at a cap, or when more than `max_rate`
-    of its inputs are rejected.
+def report_run(run_dir: Path | str, options: RunOptions, resume_args: str | None = None) -> None:
+    """Print what the run spent; exit 1 when it stopped at a cap, or when more than
+    `--max-reject-rate` of its inputs are rejected.
 
     The figures are the manifest's (`usage`, `status`, `counts`), so what the command says
     agrees with what the run folder says.
@@ -205,7 +266,7 @@ def report_run(run_dir: Path | str, max_rate: float, resume_args: str | None = N
         )
     counts = manifest.get("counts", {})
     inputs, rejected = counts.get("inputs", 0), counts.get("inputs_rejected", 0)
-    if not inputs or rejected / inputs <= max_rate:
+    if not inputs or rejected / inputs <= options.max_reject_rate:
         return
     retryable = counts.get("inputs_retryable", 0)
     hint = f"run with {resume} to retry" if retryable else f"see {Path(run_dir) / REJECTS}"

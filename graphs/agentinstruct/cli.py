@@ -17,25 +17,21 @@ from synthgraph.graphs.agentinstruct.job import (
     skill_rows,
 )
 from synthgraph.graphs.cli_support import (
-    DedupeIds,
-    MaxCost,
-    MaxRejectRate,
-    MaxTotalTokens,
-    RetryRejects,
-    UseCache,
+    RunOptions,
     console,
     fail,
     report_run,
     resuming_as_started,
     stdout,
     table,
+    with_run_options,
 )
-from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {}
 """Old flag → new flag (none: instruct's flags already use the shared vocabulary)."""
 
 
+@with_run_options
 def instruct_command(
     ctx: typer.Context,
     source: Annotated[
@@ -74,13 +70,6 @@ def instruct_command(
             help="Near-duplicate removal: both (MinHash, then embeddings), minhash, embedding, none."
         ),
     ] = "both",
-    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
-    retry_rejects: RetryRejects = True,
-    dedupe_ids: DedupeIds = False,
-    max_reject_rate: MaxRejectRate = 0.5,
-    max_cost: MaxCost = None,
-    max_total_tokens: MaxTotalTokens = None,
-    cache: UseCache = None,
     text_field: Annotated[
         str, typer.Option(help="Text column of JSONL/Parquet/CSV seeds.")
     ] = "text",
@@ -88,6 +77,8 @@ def instruct_command(
     list_skills_only: Annotated[
         bool, typer.Option("--list-skills", help="List the shipped skills and exit.")
     ] = False,
+    *,
+    run_options: RunOptions,
 ) -> None:
     """AgentInstruct: turn seed documents into instruction data (chat messages with provenance).
 
@@ -120,11 +111,11 @@ def instruct_command(
         source,
         out,
         # No option that shapes the data given on --resume: the run goes on as it started.
-        options=None if resuming_as_started(ctx, resume) else options,
-        resume=resume,
-        retry_rejects=retry_rejects,
-        dedupe_ids=dedupe_ids,
-        budget=Budget(max_cost, max_total_tokens, cache),
+        options=None if resuming_as_started(ctx, run_options.resume) else options,
+        resume=run_options.resume,
+        retry_rejects=run_options.retry_rejects,
+        dedupe_ids=run_options.dedupe_ids,
+        budget=run_options.budget,
     )
     rows = [[k, v] for k, v in summary.counts.items()]
     stdout.print(table("agentinstruct", ["count", "value"], rows))
@@ -132,7 +123,7 @@ def instruct_command(
         f"instructions: {summary.instructions}\nrejects: {summary.rejects}\n"
         f"dataset: {summary.dataset}"
     )
-    report_run(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, run_options)
 
 
 def instruct_export_command(

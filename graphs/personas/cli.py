@@ -8,26 +8,22 @@ from typing import Annotated
 import typer
 
 from synthgraph.graphs.cli_support import (
-    DedupeIds,
-    MaxCost,
-    MaxRejectRate,
-    MaxTotalTokens,
-    RetryRejects,
-    UseCache,
+    RunOptions,
     console,
     fail,
     report_run,
     resuming_as_started,
     stdout,
     table,
+    with_run_options,
 )
 from synthgraph.graphs.personas.graph import DEFAULT_RELATIONS, DedupMethod, PersonasContext
 from synthgraph.graphs.personas.job import personas_job
-from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {"--max-records": "--limit"}
 
 
+@with_run_options
 def personas_command(
     ctx: typer.Context,
     source: Annotated[
@@ -76,13 +72,8 @@ def personas_command(
         float,
         typer.Option(min=0.0, max=2.0, help="0: the same text gives the same persona on rerun."),
     ] = 0.0,
-    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
-    retry_rejects: RetryRejects = True,
-    dedupe_ids: DedupeIds = False,
-    max_reject_rate: MaxRejectRate = 0.5,
-    max_cost: MaxCost = None,
-    max_total_tokens: MaxTotalTokens = None,
-    cache: UseCache = None,
+    *,
+    run_options: RunOptions,
 ) -> None:
     """Infer personas from texts, expand them through relations, dedup them (PersonaHub)."""
     names = [r.strip() for r in relations.split(",") if r.strip()]
@@ -95,9 +86,9 @@ def personas_command(
     )  # fmt: skip
     try:
         summary = personas_job(
-            source, out, context=None if resuming_as_started(ctx, resume) else context,
-            limit=limit, resume=resume, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
-            budget=Budget(max_cost, max_total_tokens, cache),
+            source, out, context=None if resuming_as_started(ctx, run_options.resume) else context,
+            limit=limit, resume=run_options.resume, retry_rejects=run_options.retry_rejects, dedupe_ids=run_options.dedupe_ids,
+            budget=run_options.budget,
             text_field=text_field, id_field=id_field,
         )  # fmt: skip
     except ValueError as error:  # the root prints InputError & co.; a bad --namespace is bare
@@ -112,4 +103,4 @@ def personas_command(
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
     ]  # fmt: skip
     stdout.print(table("personas", ["", "count"], rows))
-    report_run(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, run_options)

@@ -13,18 +13,14 @@ from typing import Annotated
 import typer
 
 from synthgraph.graphs.cli_support import (
-    DedupeIds,
-    MaxCost,
-    MaxRejectRate,
-    MaxTotalTokens,
-    RetryRejects,
-    UseCache,
+    RunOptions,
     console,
     fail,
     report_run,
     resuming_as_started,
     stdout,
     table,
+    with_run_options,
 )
 from synthgraph.graphs.retrieval.graph import RetrievalContext
 from synthgraph.graphs.retrieval.job import (
@@ -37,7 +33,6 @@ from synthgraph.graphs.retrieval.job import (
     train_job,
 )
 from synthgraph.tools.retrieval_data import STYLES
-from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {}
 retrieval_app = typer.Typer(
@@ -46,6 +41,7 @@ retrieval_app = typer.Typer(
 
 
 @retrieval_app.command("generate")
+@with_run_options
 def generate_command(
     ctx: typer.Context,
     corpus: Annotated[
@@ -71,17 +67,12 @@ def generate_command(
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop after about this long (resume later).")
     ] = None,
-    resume: Annotated[str | None, typer.Option(help="Resume a run by id or folder.")] = None,
-    retry_rejects: RetryRejects = True,
-    dedupe_ids: DedupeIds = False,
-    max_reject_rate: MaxRejectRate = 0.5,
-    max_cost: MaxCost = None,
-    max_total_tokens: MaxTotalTokens = None,
-    cache: UseCache = None,
     text_field: Annotated[
         str, typer.Option(help="Text field of JSONL/Parquet/CSV input.")
     ] = "text",
     id_field: Annotated[str, typer.Option(help="Id field of JSONL/Parquet/CSV input.")] = "_id",
+    *,
+    run_options: RunOptions,
 ) -> None:
     """Write search queries for corpus documents (Promptagator / InPars prompts)."""
     if style not in STYLES:
@@ -95,16 +86,16 @@ def generate_command(
         logprobs=logprobs,
     )
     summary = generate_job(
-        corpus, out, context=None if resuming_as_started(ctx, resume) else context, limit=limit,
-        seed=seed, resume=resume,
-        retry_rejects=retry_rejects, dedupe_ids=dedupe_ids, max_minutes=max_minutes,
-        budget=Budget(max_cost, max_total_tokens, cache),
+        corpus, out, context=None if resuming_as_started(ctx, run_options.resume) else context, limit=limit,
+        seed=seed, resume=run_options.resume,
+        retry_rejects=run_options.retry_rejects, dedupe_ids=run_options.dedupe_ids, max_minutes=max_minutes,
+        budget=run_options.budget,
         text_field=text_field, id_field=id_field,
     )  # fmt: skip
     rows = [[k, v] for k, v in asdict(summary).items() if k != "seconds"]
     stdout.print(table("retrieval generate", ["", "value"], rows))
     console.print(f"pairs: {summary.run_dir}/{PAIRS}")
-    report_run(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, run_options)
 
 
 @retrieval_app.command("filter")

@@ -16,18 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from synthgraph.graphs.cli_support import (
-    DedupeIds,
-    MaxCost,
-    MaxRejectRate,
-    MaxTotalTokens,
-    RetryRejects,
-    UseCache,
+    RunOptions,
     console,
     fail,
     report_run,
     resuming_as_started,
     stdout,
     table,
+    with_run_options,
 )
 from synthgraph.graphs.sampling.graph import SamplingContext
 from synthgraph.graphs.sampling.job import (
@@ -39,7 +35,6 @@ from synthgraph.graphs.sampling.job import (
 )
 from synthgraph.tools.runs import REJECTS
 from synthgraph.tools.sampling_budget import BudgetPlan, plan_budget
-from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {}
 """Old flag → new flag (none: `--resume` now takes the run, which no rewrite can alias)."""
@@ -140,6 +135,7 @@ def plan(
 
 
 @sampling_app.command()
+@with_run_options
 def run(
     ctx: typer.Context,
     problems: Annotated[
@@ -167,13 +163,8 @@ def run(
     limit: Annotated[int | None, typer.Option(help="Only the first N problems.")] = None,
     weak_params: WeakParams = DEFAULT_PARAMS["weak"],
     strong_params: StrongParams = DEFAULT_PARAMS["strong"],
-    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
-    retry_rejects: RetryRejects = True,
-    dedupe_ids: DedupeIds = False,
-    max_reject_rate: MaxRejectRate = 0.5,
-    max_cost: MaxCost = None,
-    max_total_tokens: MaxTotalTokens = None,
-    cache: UseCache = None,
+    *,
+    run_options: RunOptions,
 ) -> None:
     """Sample, verify and judge; then write metrics, plots and the SFT export into the run folder."""
     if temperature <= 0:
@@ -190,16 +181,16 @@ def run(
         judge_per_model=judge_per_model,
     )  # fmt: skip
     summary = sampling_job(
-        problems, out, None if resuming_as_started(ctx, resume) else context, resume=resume,
-        params=params, limit=limit, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
-        budget=Budget(max_cost, max_total_tokens, cache),
+        problems, out, None if resuming_as_started(ctx, run_options.resume) else context, resume=run_options.resume,
+        params=params, limit=limit, retry_rejects=run_options.retry_rejects, dedupe_ids=run_options.dedupe_ids,
+        budget=run_options.budget,
     )  # fmt: skip
     console.print(
         f"[green]done[/] {summary.processed} problems this time ({summary.skipped} already done, "
         f"{summary.rejected} rejected: see {Path(summary.run_dir) / REJECTS})"
     )
     _print_report(summary.report)
-    report_run(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, run_options)
 
 
 @sampling_app.command()

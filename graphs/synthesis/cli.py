@@ -8,26 +8,22 @@ from typing import Annotated
 import typer
 
 from synthgraph.graphs.cli_support import (
-    DedupeIds,
-    MaxCost,
-    MaxRejectRate,
-    MaxTotalTokens,
-    RetryRejects,
-    UseCache,
+    RunOptions,
     console,
     fail,
     report_run,
     resuming_as_started,
     stdout,
     table,
+    with_run_options,
 )
 from synthgraph.graphs.synthesis.graph import SynthesisContext
 from synthgraph.graphs.synthesis.job import ITEMS, TASKS, few_shot_file, synthesis_job
-from synthgraph.tools.usage import Budget
 
 DEPRECATED_FLAGS: dict[str, str] = {"--max-records": "--limit"}
 
 
+@with_run_options
 def synthesize_command(
     ctx: typer.Context,
     personas: Annotated[
@@ -45,18 +41,13 @@ def synthesize_command(
         typer.Option(help="JSONL of example items, or 'bundled' for the shipped examples."),
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N personas.")] = None,
-    resume: Annotated[str | None, typer.Option(help="Continue this run (id or folder).")] = None,
-    retry_rejects: RetryRejects = True,
-    dedupe_ids: DedupeIds = False,
-    max_reject_rate: MaxRejectRate = 0.5,
-    max_cost: MaxCost = None,
-    max_total_tokens: MaxTotalTokens = None,
-    cache: UseCache = None,
+    *,
+    run_options: RunOptions,
 ) -> None:
     """Write task items (math, instruction, knowledge, npc, tool) from each persona's view."""
-    if task is None and not resume:
+    if task is None and not run_options.resume:
         fail(f"--task is required for a new run: one of {', '.join(TASKS)}")
-    as_started = resuming_as_started(ctx, resume)
+    as_started = resuming_as_started(ctx, run_options.resume)
     context = None
     if not as_started:
         task = task or SynthesisContext().task
@@ -66,8 +57,8 @@ def synthesize_command(
     # An unknown task, a bad examples file or run folder: the root prints the error in one line.
     summary = synthesis_job(
         personas, out, context=context,
-        limit=limit, resume=resume, retry_rejects=retry_rejects, dedupe_ids=dedupe_ids,
-        budget=Budget(max_cost, max_total_tokens, cache),
+        limit=limit, resume=run_options.resume, retry_rejects=run_options.retry_rejects, dedupe_ids=run_options.dedupe_ids,
+        budget=run_options.budget,
     )  # fmt: skip
     rows = [
         ["personas", summary.personas], ["items", summary.items], ["rejects", summary.rejects],
@@ -75,4 +66,4 @@ def synthesize_command(
     ]  # fmt: skip
     console.print(f"[green]done[/] {summary.run_dir}/{ITEMS}")
     stdout.print(table(f"synthesize {summary.task}", ["", "count"], rows))
-    report_run(summary.run_dir, max_reject_rate)
+    report_run(summary.run_dir, run_options)

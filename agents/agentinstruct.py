@@ -389,6 +389,67 @@ def edit_instruction(
     return _as_instruction(_text_of(reply.content, record_id, "edited instruction"), record_id)
 
 
+def ask_follow_up(
+    skill: Skill,
+    text: str,
+    exchanges: list[tuple[str, str]],
+    *,
+    record_id: str | None = None,
+    **model_kwargs: Any,
+) -> str:
+    """The follow-up agent: the user's next question on the same text, after these
+    (question, answer) exchanges."""
+    conversation = "\n\n".join(f"user: {q}\n\nassistant: {a}" for q, a in exchanges)
+    messages = render_messages(skill.prompt("follow_up.md"), text=text, conversation=conversation)
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
+    )
+    return _as_instruction(_text_of(reply.content, record_id, "follow-up question"), record_id)
+
+
+def answer_in_conversation(
+    skill: Skill,
+    text: str,
+    exchanges: list[tuple[str, str]],
+    question: str,
+    *,
+    record_id: str | None = None,
+    **model_kwargs: Any,
+) -> str:
+    """The answering agent on a later turn: the text and first task as on turn one, then the
+    exchanges since, then the new question."""
+    (first_question, _), *_ = exchanges
+    messages = render_messages(
+        skill.prompt("answer.md"),
+        text=text,
+        instruction=first_question,
+        answer_format=skill.answer_format,
+    )
+    for number, (asked, answered) in enumerate(exchanges):
+        if number:
+            messages.append(("user", asked))
+        messages.append(("assistant", answered))
+    messages.append(("user", question))
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, ANSWER_TOKENS)
+    )
+    return _text_of(reply.content, record_id, "follow-up answer")
+
+
+def answer_without_text(
+    skill: Skill, instruction: str, *, record_id: str | None = None, **model_kwargs: Any
+) -> str:
+    """A rival answer for a preference pair: the task answered without its text, which a
+    text-grounded answer should beat."""
+    messages = render_messages(
+        skill.prompt("closed_book.md"), instruction=instruction, answer_format=skill.answer_format
+    )
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, ANSWER_TOKENS)
+    )
+    return _text_of(reply.content, record_id, "rival answer")
+
+
 def chat_messages(skill: Skill, text: str, instruction: str, answer: str) -> list[dict[str, str]]:
     """The training example in OpenAI chat format, laid out by the skill's `record.md`."""
     laid_out = render_messages(skill.prompt("record.md"), text=text, instruction=instruction)

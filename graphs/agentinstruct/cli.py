@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from synthgraph.graphs.agentinstruct.job import (
+    ExportKind,
     InstructOptions,
     export_job,
     instruct_job,
@@ -70,6 +71,23 @@ def instruct_command(
             help="Near-duplicate removal: both (MinHash, then embeddings), minhash, embedding, none."
         ),
     ] = "both",
+    turns: Annotated[
+        int,
+        typer.Option(min=1, max=8, help="User turns per conversation (follow-ups past the first)."),
+    ] = 1,
+    max_tries: Annotated[
+        int,
+        typer.Option(
+            min=1, max=5, help="Tries per seed and skill until one yields an instruction."
+        ),
+    ] = 1,
+    export: Annotated[
+        ExportKind,
+        typer.Option(
+            help="sft: conversations (OUT/hf). dpo: also answer each task without its text, "
+            "judge both, and write preference pairs (OUT/dpo)."
+        ),
+    ] = "sft",
     text_field: Annotated[
         str, typer.Option(help="Text column of JSONL/Parquet/CSV seeds.")
     ] = "text",
@@ -106,6 +124,9 @@ def instruct_command(
         dedup=dedup,
         text_field=text_field,
         id_field=id_field,
+        turns=turns,
+        max_tries=max_tries,
+        preferences=export == "dpo",
     )
     summary = instruct_job(
         source,
@@ -119,6 +140,11 @@ def instruct_command(
     )
     rows = [[k, v] for k, v in summary.counts.items()]
     stdout.print(table("agentinstruct", ["count", "value"], rows))
+    yields = [
+        [skill, y["tried"], y["kept"], f"{y['kept'] / y['tried']:.2f}" if y["tried"] else "-"]
+        for skill, y in summary.yields.items()
+    ]
+    stdout.print(table("yield per skill", ["skill", "tried", "kept", "kept/tried"], yields))
     console.print(
         f"instructions: {summary.instructions}\nrejects: {summary.rejects}\n"
         f"dataset: {summary.dataset}"
@@ -132,12 +158,18 @@ def instruct_export_command(
         typer.Argument(help="A run folder of `synthgraph instruct` (or its instructions.jsonl)."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
+    export: Annotated[
+        ExportKind,
+        typer.Option(
+            help="sft: conversations; dpo: preference pairs (a run made with --export dpo)."
+        ),
+    ] = "sft",
 ) -> None:
     """Export AgentInstruct output as a Hugging Face dataset: one Parquet split per skill + a card.
 
     Loads with `datasets.load_dataset("parquet", data_dir=OUT)`.
     """
-    summary = export_job(run, out)
+    summary = export_job(run, out, export)
     splits = list(summary.splits.items())
     stdout.print(table("instruct-export", ["split", "rows"], splits))
     console.print(f"dataset: {summary.dataset} ({summary.rows} rows of {summary.records} records)")

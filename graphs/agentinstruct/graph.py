@@ -9,9 +9,10 @@ One graph, three subgraphs (Orca AgentInstruct, arXiv 2407.03502):
 
     content_transformation:  START ─▶ route ─Send per transformation─▶ transform ─▶ END
     instruction_generation:  START ─▶ sample_types ─▶ create_pairs ─▶ judge_pairs ─▶ END
-    refinement:              START ─▶ start ─▶ suggest ─▶ edit ─▶ judge_edit ─▶ finish ─▶ END
+    refinement:              START ─▶ start ─▶ suggest ─▶ edit ─▶ judge_edit ─▶ converse
                                         ▲                             │
                                         └──(accepted, rounds left)────┘
+                             converse ─▶ contrast ─▶ finish ─▶ END
 
 1. content_transformation: a router picks transformations of the skill for a
    seed (all, a random k, or the model's choice) and each transformation agent
@@ -22,7 +23,10 @@ One graph, three subgraphs (Orca AgentInstruct, arXiv 2407.03502):
    the answer against the text (rejected pairs go to `rejects` with the reason);
 3. refinement: a suggester-editor pair makes each task harder for up to N
    rounds; the loop stops early when the judge rejects an edit, and every
-   round's version stays in the record.
+   round's version stays in the record. Then, with `turns` > 1, a follow-up
+   agent asks and the answerer replies (a conversation); with `preferences`,
+   the final task is answered without its text and judged (a rival answer
+   for a preference pair).
 
 Last, near-duplicate instructions are removed by the dedup service. Skills are
 data (`prompts/skills/<skill>/`), so adding one needs no change here.
@@ -44,7 +48,10 @@ from typing_extensions import TypedDict
 
 from synthgraph.agents.agentinstruct import (
     Skill,
+    answer_in_conversation,
     answer_instruction,
+    answer_without_text,
+    ask_follow_up,
     chat_messages,
     check_pair,
     choose_transformations,
@@ -160,6 +167,8 @@ class RefinementState(RefinementInput, RefinementOutput, total=False):
     draft: dict[str, Any]
     stopped: bool
     max_rounds: int
+    exchanges: list[tuple[str, str]]
+    rival: dict[str, Any]
 
 
 # --- context ----------------------------------------------------------------------
@@ -189,6 +198,10 @@ class AgentInstructContext(RunContext):
     """Dedup memory shared across invocations (a job uses one per run); unset: this invocation only."""
     owner: str | None = None
     """Who stores kept instructions (a job: its run id); see `DedupService`'s `owner`."""
+    turns: int = 1
+    """User turns per conversation: past the first, a follow-up agent asks and the answerer replies."""
+    preferences: bool = False
+    """Also answer each final task without its text and judge that rival: a preference pair."""
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -462,6 +475,51 @@ def judge_edit(state: RefinementState, runtime: Runtime[AgentInstructContext]) -
     }
 
 
+def converse(state: RefinementState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """Past the first turn: the follow-up agent asks, the answerer replies, `turns - 1` times.
+    A turn that fails ends the conversation there; the turns before it stay."""
+    context = _context(runtime)
+    candidate, final = state["candidate"], _current(state)
+    skill = load_skill(candidate["source"]["skill"])
+    text = candidate["source"]["text"]
+    exchanges = [(final["instruction"], final["answer"])]
+    for _ in range(context.turns - 1):
+        try:
+            question = ask_follow_up(
+                skill, text, exchanges, record_id=candidate["id"], **context.model_kwargs()
+            )
+            answer = answer_in_conversation(
+                skill,
+                text,
+                exchanges,
+                question,
+                record_id=candidate["id"],
+                **context.model_kwargs(),
+            )
+        except Exception:  # the record keeps the turns it has; `turns` says how many
+            break
+        exchanges.append((question, answer))
+    return {"exchanges": exchanges}
+
+
+def contrast(state: RefinementState, runtime: Runtime[AgentInstructContext]) -> dict[str, Any]:
+    """With `preferences`: the final task answered without its text, and judged (the rival)."""
+    context = _context(runtime)
+    if not context.preferences:
+        return {}
+    candidate, final = state["candidate"], _current(state)
+    skill = load_skill(candidate["source"]["skill"])
+    try:
+        answer = answer_without_text(
+            skill, final["instruction"], record_id=candidate["id"], **context.model_kwargs()
+        )
+        pair = {"instruction": final["instruction"], "answer": answer}
+        verdict = _judge(skill, candidate["source"]["text"], pair, candidate["id"], context)
+    except Exception:  # no rival: the record is still an SFT example, just not a pair
+        return {}
+    return {"rival": {"answer": answer, "judge": verdict}}
+
+
 def finish(state: RefinementState) -> RefinementOutput:
     """The record: the last accepted version as chat messages, with provenance and every round."""
     candidate = state["candidate"]
@@ -469,9 +527,16 @@ def finish(state: RefinementState) -> RefinementOutput:
     versions = state["versions"]
     final = [v for v in versions if v["accepted"]][-1]
     skill = load_skill(source["skill"])
+    messages = chat_messages(skill, source["text"], final["instruction"], final["answer"])
+    for question, answer in state.get("exchanges", [])[1:]:
+        messages += [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
     record = {
         "id": candidate["id"],
-        "messages": chat_messages(skill, source["text"], final["instruction"], final["answer"]),
+        "messages": messages,
+        "turns": sum(m["role"] == "user" for m in messages),
         "skill": source["skill"],
         "transformation": source["transformation"],
         "instruction_type": candidate["instruction_type"],
@@ -488,6 +553,8 @@ def finish(state: RefinementState) -> RefinementOutput:
         "transformed_text": source["text"],
         "versions": versions,
     }
+    if "rival" in state:
+        record["rival"] = state["rival"]
     return {"refined": [record]}
 
 
@@ -509,16 +576,16 @@ def refine_or_finish(state: RefinementState) -> str:
     """Another round while the judge accepts edits and rounds remain."""
     rounds_done = len(state["versions"]) - 1
     if state.get("stopped") or rounds_done >= state["max_rounds"]:
-        return "finish"
+        return "converse"
     return "suggest"
 
 
 def edit_or_finish(state: RefinementState) -> str:
-    return "finish" if state.get("stopped") else "edit"
+    return "converse" if state.get("stopped") else "edit"
 
 
 def judge_or_finish(state: RefinementState) -> str:
-    return "finish" if state.get("stopped") else "judge_edit"
+    return "converse" if state.get("stopped") else "judge_edit"
 
 
 refinement_builder = StateGraph(
@@ -533,10 +600,12 @@ refinement_builder.add_node(edit)
 refinement_builder.add_node(judge_edit)
 refinement_builder.add_node(finish)
 refinement_builder.add_edge(START, "start")
-refinement_builder.add_conditional_edges("start", refine_or_finish, ["suggest", "finish"])
-refinement_builder.add_conditional_edges("suggest", edit_or_finish, ["edit", "finish"])
-refinement_builder.add_conditional_edges("edit", judge_or_finish, ["judge_edit", "finish"])
-refinement_builder.add_conditional_edges("judge_edit", refine_or_finish, ["suggest", "finish"])
+refinement_builder.add_conditional_edges("start", refine_or_finish, ["suggest", "converse"])
+refinement_builder.add_conditional_edges("suggest", edit_or_finish, ["edit", "converse"])
+refinement_builder.add_conditional_edges("edit", judge_or_finish, ["judge_edit", "converse"])
+refinement_builder.add_conditional_edges("judge_edit", refine_or_finish, ["suggest", "converse"])
+refinement_builder.add_sequence([converse, contrast])
+refinement_builder.add_edge("contrast", "finish")
 refinement_builder.add_edge("finish", END)
 refinement = refinement_builder.compile(name="refinement")
 

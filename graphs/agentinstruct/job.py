@@ -11,14 +11,17 @@ chat messages.
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from synthgraph.agents.agentinstruct import list_skills, load_skill
+from synthgraph.agents.resilience import Rejection
 from synthgraph.graphs.agentinstruct.graph import AgentInstructContext, graph
 from synthgraph.graphs.batch import run_batch, unique_items
 from synthgraph.graphs.jobs import open_job
@@ -79,6 +82,12 @@ class InstructOptions:
     dedup: str = "both"
     text_field: str = "text"
     id_field: str = "id"
+    turns: int = 1
+    """User turns per conversation (follow-up questions past the first)."""
+    max_tries: int = 1
+    """Tries per seed and skill until one yields a kept instruction."""
+    preferences: bool = False
+    """Answer each final task a second time without its text, for preference (DPO) pairs."""
 
 
 @dataclass
@@ -89,6 +98,8 @@ class InstructSummary:
     dataset: Path
     counts: dict[str, int] = field(default_factory=dict)
     """The run's counts, as its manifest holds them."""
+    yields: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per skill: graph runs tried and instructions kept (the manifest's `yield`)."""
 
 
 def instruct_job(
@@ -129,6 +140,8 @@ def instruct_job(
         refine_rounds=config["refine_rounds"],
         max_seed_chars=config["max_seed_chars"],
         dedup=config.get("dedup", "both"),
+        turns=config.get("turns", 1),
+        preferences=config.get("preferences", False),
         # One dedup memory per run: duplicates are caught across seeds and across resumes.
         namespace=f"agentinstruct-{run.id}",
         # A job killed after its dedup, before its output, meets its own stored records
@@ -139,17 +152,28 @@ def instruct_job(
     records = unique_items(records, lambda r: r.id, source=str(source), dedupe=dedupe_ids)
     jobs = [(seed, skill) for seed in records for skill in config["skills"]]
 
+    max_tries = config.get("max_tries", 1)
+    tries: Counter[str] = Counter()  # per skill, this attempt
+    tries_lock = threading.Lock()
+
     def process(job: tuple[TextRecord, str]) -> list[dict[str, Any]]:
         seed, skill = job
-        result = graph.invoke(
-            {
-                "seeds": [{"id": seed.id, "text": seed.text, "source": seed.source}],
-                "skills": [skill],
-            },
-            config=run.graph_config(),
-            context=context,
-        )
-        rejects = result.get("rejects", [])
+        rejects: list[Rejection] = []
+        for attempt in range(max_tries):
+            with tries_lock:
+                tries[skill] += 1
+            # Another try chooses other transformations and types (and, cached, other samples).
+            result = graph.invoke(
+                {
+                    "seeds": [{"id": seed.id, "text": seed.text, "source": seed.source}],
+                    "skills": [skill],
+                },
+                config=run.graph_config(),
+                context=replace(context, seed=context.seed + attempt),
+            )
+            rejects += result.get("rejects", [])
+            if result["instructions"]:
+                break
         retryable = not result["instructions"] and any(r["retryable"] for r in rejects)
         if not retryable:  # a job tried again on resume leaves only its own reject
             run.import_rejects(rejects)
@@ -181,6 +205,9 @@ def instruct_job(
     )
     instructions, dataset = run.path(OUTPUT), run.path(DATASET_DIR)
     export_dataset(instructions, dataset, title=f"synthgraph AgentInstruct run {run.id}")
+    if config.get("preferences"):
+        export_dataset(instructions, run.path(PREFERENCES_DIR), kind="dpo")
+    run.manifest["yield"] = skill_yield(instructions, run.manifest.get("yield", {}), tries)
     run.finish(
         seeds=len(records),
         seed_problems=len(problems),
@@ -191,8 +218,32 @@ def instruct_job(
         instructions=count_records(instructions),
     )
     return InstructSummary(
-        run.root, instructions, run.path(REJECTS), dataset, dict(run.manifest["counts"])
+        run.root,
+        instructions,
+        run.path(REJECTS),
+        dataset,
+        dict(run.manifest["counts"]),
+        run.manifest["yield"],
     )
+
+
+def skill_yield(
+    instructions: Path, earlier: dict[str, dict[str, int]], tries: Mapping[str, int]
+) -> dict[str, dict[str, int]]:
+    """Per skill: graph runs tried (every attempt of the run) and instructions kept."""
+    kept = (
+        Counter(str(r.get("skill")) for r in read_jsonl(instructions))
+        if instructions.exists()
+        else Counter()
+    )
+    skills = sorted({*earlier, *tries, *kept})
+    return {
+        skill: {
+            "tried": earlier.get(skill, {}).get("tried", 0) + tries.get(skill, 0),
+            "kept": kept.get(skill, 0),
+        }
+        for skill in skills
+    }
 
 
 def skill_rows() -> list[list[Any]]:
@@ -204,11 +255,19 @@ def skill_rows() -> list[list[Any]]:
 # --- Hugging Face datasets export ----------------------------------------------------
 SHARD = "data/{split}-00000-of-00001.parquet"
 """One shard per skill: `datasets`' parquet builder reads the file name's prefix as the split."""
-FORMAT_NOTE = (
-    "`messages` is the conversation as a list of role/content messages "
+ExportKind = Literal["sft", "dpo"]
+FORMAT_NOTES: dict[str, str] = {
+    "sft": "`messages` is the conversation as a list of role/content messages "
     "(OpenAI chat format; no empty system turns), with the judge's `judge_score` "
-    "and `judge_reasons` of the final answer."
-)
+    "and `judge_reasons` of the final answer.",
+    "dpo": "Preference pairs in conversational form: `prompt` (messages), `chosen` (the "
+    "refined, text-grounded answer) and `rejected` (the same task answered without its text), "
+    "with both judge scores; kept where `chosen_score` exceeds `rejected_score` by at least "
+    "1 point.",
+}
+PREFERENCE_MARGIN = 1
+"""Judge points by which the chosen answer must beat the rejected one."""
+PREFERENCES_DIR = "dpo"
 
 
 @dataclass
@@ -221,29 +280,41 @@ class ExportSummary:
     """Rows per split (one split per skill)."""
 
 
-def export_job(run: Path, out: Path) -> ExportSummary:
+def export_job(run: Path, out: Path, kind: ExportKind = "sft") -> ExportSummary:
     """Export a run folder's (or an instructions file's) records as a Hugging Face dataset."""
     instructions = run / OUTPUT if run.is_dir() else run
     if not instructions.is_file():
         raise InputError(f"{instructions}: no such file (expected a run folder holding {OUTPUT})")
-    return export_dataset(instructions, out)  # bad bytes or records: InputError naming both
+    records = list(read_jsonl(instructions))  # bad bytes: InputError naming the file
+    if kind == "dpo" and records and not any("rival" in r for r in records):
+        raise InputError(
+            f"{instructions}: no record has a rival answer; make the run with --export dpo"
+        )
+    return export_dataset(instructions, out, kind=kind)
 
 
 def export_dataset(
     instructions: Path,
     out_dir: Path,
     title: str = "synthgraph AgentInstruct data",
+    kind: ExportKind = "sft",
 ) -> ExportSummary:
-    """Write `out_dir` as a Hugging Face dataset: one Parquet shard per skill and a dataset card."""
+    """Write `out_dir` as a Hugging Face dataset: one Parquet shard per skill and a dataset card.
+
+    `sft`: every record's conversation. `dpo`: prompt, chosen (the final answer) and rejected
+    (the rival answered without the text), kept where the judge prefers chosen by
+    `PREFERENCE_MARGIN` points or more."""
     records = list(read_jsonl(instructions)) if instructions.exists() else []
     rows: list[dict[str, Any]] = []
     for number, record in enumerate(records, start=1):
         try:
-            rows.append(sft_row(record))
+            row = sft_row(record) if kind == "sft" else dpo_row(record)
         except (KeyError, TypeError) as error:  # not a record `synthgraph instruct` wrote
             raise InputError(
                 f"{instructions}: record {number}: cannot export (no usable field {error})"
             ) from error
+        if row is not None:
+            rows.append(row)
     by_split: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_split.setdefault(split_name(row["skill"]), []).append(row)
@@ -262,7 +333,7 @@ def export_dataset(
         )
         or "  []",
         size_category=_size_category(len(rows)),
-        format_note=FORMAT_NOTE,
+        format_note=FORMAT_NOTES[kind],
         rows=len(rows),
         skill_table=_count_table(["skill", "rows"], [(r["skill"],) for r in rows]),
         type_table=_count_table(
@@ -270,7 +341,8 @@ def export_dataset(
             [(r["skill"], r["instruction_type"]) for r in rows],
         ),
         turns_table=_count_table(
-            ["user turns", "rows"], [(user_turns(r["messages"]),) for r in rows]
+            ["user turns", "rows"],
+            [(user_turns(r["messages" if kind == "sft" else "prompt"]),) for r in rows],
         ),
     )
     (out_dir / "README.md").write_text(card, encoding="utf-8")
@@ -287,6 +359,30 @@ def sft_row(record: dict[str, Any]) -> dict[str, Any]:
         **_provenance(record),
         "judge_score": int(record["judge"]["score"]),
         "judge_reasons": str(record["judge"]["reasons"]),
+    }
+
+
+def dpo_row(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A preference row, or None when the record has no rival or the judge's margin is short.
+
+    The prompt is the conversation up to the first answer (a follow-up turn has no rival)."""
+    rival = record.get("rival")
+    if not rival:
+        return None
+    chosen_score, rejected_score = int(record["judge"]["score"]), int(rival["judge"]["score"])
+    if chosen_score - rejected_score < PREFERENCE_MARGIN:
+        return None
+    messages = clean_messages(record["messages"])
+    first_answer = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return {
+        "id": str(record["id"]),
+        "prompt": messages[:first_answer],
+        "chosen": [messages[first_answer]],
+        "rejected": [{"role": "assistant", "content": str(rival["answer"])}],
+        **_provenance(record),
+        "chosen_score": chosen_score,
+        "rejected_score": rejected_score,
+        "rejected_reasons": str(rival["judge"]["reasons"]),
     }
 
 

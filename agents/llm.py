@@ -20,9 +20,11 @@ from langchain_core.runnables import ensure_config
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
 
+from synthgraph.agents.batch_api import NO_BATCH_API, batch_http_client
 from synthgraph.agents.local_model import STRONG_MODEL, assemble, local_endpoint
 from synthgraph.agents.resilience import call_with_retries, checked_http_client
 from synthgraph.prompts import fill, load_prompt
+from synthgraph.tools.io import InputError
 from synthgraph.tools.response_cache import CACHE_HIT, ResponseCache, response_cache
 from synthgraph.tools.settings import Role, Settings, StructuredMethod, get_settings
 from synthgraph.tools.text import strip_code_fence
@@ -73,7 +75,11 @@ def get_chat_model(
         return _overrides[role]
     settings = settings or get_settings()
     base_url = settings.base_url_for(role)
+    ledger = current_ledger()
+    batch = ledger is not None and ledger.batch
     if base_url is None:
+        if batch:
+            raise InputError(NO_BATCH_API)
         strong = role == "strong" and settings.strong_local_model
         endpoint = local_endpoint(
             assemble(STRONG_MODEL, settings.cache_dir) if strong else None, settings
@@ -93,7 +99,8 @@ def get_chat_model(
         max_completion_tokens=max_tokens or settings.max_tokens,
         timeout=settings.timeout,
         max_retries=0,  # retries are ours: see synthgraph.agents.resilience
-        http_client=checked_http_client(),  # a garbage 200 is retried, not taken for a bad record
+        # A garbage 200 is retried, not taken for a bad record; batch mode answers from batches.
+        http_client=batch_http_client() if batch else checked_http_client(),
         **kwargs,
     )
 

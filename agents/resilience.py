@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -27,6 +28,7 @@ from typing_extensions import TypedDict  # pydantic (Studio schemas) needs it be
 
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.settings import Settings, get_settings
+from synthgraph.tools.usage import current_ledger
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -191,12 +193,15 @@ def call_with_retries(
     """
     settings = settings or get_settings()
     limits = get_limits(settings)
+    ledger = current_ledger()
+    # In batch mode a request waits for its batch and is never sent: it takes no slot or rate.
+    limited = ledger is None or not ledger.batch
     attempt = 0
     while True:
-        if limits.rate:
+        if limits.rate and limited:
             limits.rate.acquire()
         try:
-            with limits.semaphore:
+            with limits.semaphore if limited else nullcontext():
                 result = call()
             if attempt:
                 log.info("llm.recovered", what=what, record_id=record_id, attempts=attempt + 1)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
 
+from synthgraph.agents.batch_api import collecting
 from synthgraph.agents.resilience import is_retryable
 from synthgraph.graphs.cli_support import console, progress
 from synthgraph.tools.io import InputError
@@ -119,9 +121,11 @@ def run_batch(
         duplicates=len(items) - len(unique),
         retried=sum(1 for item in todo if item_id(item) in rejected.retryable),
     )
-    workers = max(1, workers or get_settings().max_concurrency)
-    writer = run.writer(output)
     ledger = run.ledger
+    settings = get_settings()
+    # Batch mode: enough inputs at once to fill a batch (their threads only wait).
+    workers = max(1, workers or (settings.batch_size if ledger.batch else settings.max_concurrency))
+    writer = run.writer(output)
     spent_before = ledger.total()
 
     def one(item: Item) -> tuple[str, list[dict[str, Any]] | BaseException]:
@@ -147,7 +151,11 @@ def run_batch(
     waiting = iter(todo)
     running: set[Future[tuple[str, list[dict[str, Any]] | BaseException]]] = set()
     try:
-        with progress(transient=not show_progress) as bar, ThreadPoolExecutor(workers) as pool:
+        with (
+            progress(transient=not show_progress) as bar,
+            ThreadPoolExecutor(workers) as pool,
+            collecting(run) if ledger.batch else nullcontext(),  # closed first: frees the workers
+        ):
             task = bar.add_task(description, total=len(todo))
             while True:
                 while len(running) < workers and not run.stopped:

@@ -179,6 +179,15 @@ _RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
+    "batch": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--batch", help="Send requests through the endpoint's Batch API (half price, slow)."
+            ),
+        ],
+        False,
+    ),
 }
 
 
@@ -194,10 +203,11 @@ class RunOptions:
     max_cost: float | None = None
     max_total_tokens: int | None = None
     cache: bool | None = None
+    batch: bool = False
 
     @property
     def budget(self) -> Budget:
-        return Budget(self.max_cost, self.max_total_tokens, self.cache)
+        return Budget(self.max_cost, self.max_total_tokens, self.cache, self.batch)
 
 
 def with_run_options(command: Callable[..., None]) -> Callable[..., None]:

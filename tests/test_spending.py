@@ -58,6 +58,10 @@ def test_the_ledger_prices_tokens_per_role_and_stage_and_counts_hits_free(tmp_pa
     again = Ledger.from_manifest(summary, prices=ledger.prices)  # a resume goes on counting
     assert again.to_manifest()["total"] == summary["total"]
 
+    batched = Ledger(prices=ledger.prices, batch=True)  # the Batch API bills half
+    batched.record("generator", "fake-model", "write", prompt_tokens=110, completion_tokens=55)
+    assert batched.total().cost_usd == pytest.approx(0.11)
+
 
 def test_prices_match_dated_model_names_and_a_bad_table_is_one_line(tmp_path: Path) -> None:
     prices = load_prices(None)

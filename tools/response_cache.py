@@ -45,6 +45,9 @@ class Store(Protocol):
     def clear(self) -> None: ...
 
 
+_opening = threading.Lock()
+
+
 class SqliteStore:
     """One table in one file; WAL, so several processes may read and write it at once."""
 
@@ -52,7 +55,8 @@ class SqliteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
-        with self._lock, self._db:
+        # Workers start together and may each open the store: one at a time turns on WAL.
+        with _opening, self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, value TEXT)"

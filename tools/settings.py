@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     max_total_tokens: int | None = Field(
         default=None, ge=0, description="Prompt plus completion tokens a run may spend."
     )
+    batch_size: int = Field(
+        default=256, ge=1, description="--batch: most requests in one batch (and inputs at once)."
+    )
+    batch_quiet_seconds: float = Field(
+        default=0.5, gt=0, description="--batch: submit once no request came for this long."
+    )
+    batch_poll_seconds: float = Field(
+        default=60.0, gt=0, description="--batch: the longest wait between two polls of a batch."
+    )
 
     # --- embedded local model -------------------------------------------
     local_model: Path | None = Field(

@@ -36,6 +36,10 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+BATCH_PRICE = 0.5
+"""Share of the list price a Batch API request costs (OpenAI bills batches at half price)."""
+
+
 def load_prices(path: Path | None) -> dict[str, tuple[float, float]]:
     """The default price table, with the entries of `path` added or overriding."""
     prices = dict(DEFAULT_PRICES)
@@ -103,6 +107,8 @@ class Budget:
     max_cost: float | None = None
     max_total_tokens: int | None = None
     cache: bool | None = None
+    batch: bool = False
+    """Send requests through the endpoint's Batch API (`agents/batch_api.py`)."""
 
 
 @dataclass
@@ -113,6 +119,8 @@ class Ledger:
     caps: Caps = field(default_factory=Caps)
     cache: bool | None = None
     """Use the response cache: None follows the settings (on for remote endpoints)."""
+    batch: bool = False
+    """This attempt sends its requests through the Batch API."""
     rows: dict[tuple[str, str, str], Usage] = field(default_factory=dict)
     """(role, model, stage) → usage, earlier attempts included."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -126,6 +134,7 @@ class Ledger:
             self.caps.max_tokens = budget.max_total_tokens
         if budget.cache is not None:
             self.cache = budget.cache
+        self.batch = budget.batch
 
     # --- recording -------------------------------------------------------------
     def record(
@@ -144,6 +153,7 @@ class Ledger:
         else:
             price_in, price_out = price_of(model, self.prices)
             cost = (prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000
+            cost *= BATCH_PRICE if self.batch else 1.0
             spent = Usage(1, 0, prompt_tokens, completion_tokens, cost)
         with self._lock:
             self.rows.setdefault((role, model, stage), Usage()).add(spent)

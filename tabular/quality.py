@@ -26,7 +26,7 @@ TOP_CATEGORIES = 10
 DCR_CATEGORIES = 50
 
 
-def _is_number(values: pd.Series) -> bool:
+def is_number(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
         values.dtype
     )
@@ -39,9 +39,9 @@ def _as_float(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
 
 
-def _binner(training: pd.Series) -> Any:
+def column_binner(training: pd.Series) -> Any:
     """A function mapping a column to integer bins learned from the training column."""
-    if _is_number(training) or pd.api.types.is_datetime64_any_dtype(training.dtype):
+    if is_number(training) or pd.api.types.is_datetime64_any_dtype(training.dtype):
         present = _as_float(training)
         present = present[~np.isnan(present)]
         edges = (
@@ -84,7 +84,7 @@ def _features(frame: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
     parts = []
     for column in reference.columns:
         ref, values = reference[column], frame[column]
-        if _is_number(ref) or pd.api.types.is_datetime64_any_dtype(ref.dtype):
+        if is_number(ref) or pd.api.types.is_datetime64_any_dtype(ref.dtype):
             ordered = np.sort(_as_float(ref)[~np.isnan(_as_float(ref))])
             numbers = _as_float(values)
             rank = np.searchsorted(ordered, numbers) / max(len(ordered), 1)
@@ -121,8 +121,13 @@ def quality_report(
     holdout: pd.DataFrame | None = None,
     max_rows: int = 10_000,
     seed: int = 0,
+    distances: bool = False,
 ) -> dict[str, Any]:
-    """Univariate and bivariate accuracy and, given a holdout, the DCR share."""
+    """Univariate and bivariate accuracy and, given a holdout, the DCR share.
+
+    With `distances`, `report["dcr"]["distances"]` also holds each synthetic row's distance to
+    its closest training row and to its closest holdout row (two arrays, for plots; not JSON).
+    """
     rng = np.random.default_rng(seed)
 
     def cap(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -133,7 +138,7 @@ def quality_report(
 
     columns = [c for c in training.columns if c in synthetic.columns]
     trn, syn = cap(training[columns], max_rows), cap(synthetic[columns], max_rows)
-    binners = {c: _binner(trn[c]) for c in columns}
+    binners = {c: column_binner(trn[c]) for c in columns}
     trn_bins = {c: binners[c](trn[c]) for c in columns}
     syn_bins = {c: binners[c](syn[c]) for c in columns}
     univariate = {c: _accuracy(trn_bins[c], syn_bins[c]) for c in columns}
@@ -161,5 +166,7 @@ def quality_report(
             "median_to_holdout": float(np.median(to_holdout)),
             "identical_to_training": float(np.mean(to_training == 0)),
         }
+        if distances:
+            report["dcr"]["distances"] = (to_training, to_holdout)
         report["rows"]["holdout"] = len(holdout)
     return report

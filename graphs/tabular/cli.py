@@ -159,13 +159,24 @@ def report_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Also write the full report (JSON) here.")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write the report as pictures: PNG plots and report.html here."),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Entity key of event tables (adds sequence plots).")
+    ] = None,
 ) -> None:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
-    summary = report_job(synthetic, training, holdout=holdout, report_path=out)
+    summary = report_job(
+        synthetic, training, holdout=holdout, report_path=out, html_dir=html, key=key
+    )
     rows = [[name, f"{value:.4f}"] for name, value in summary.accuracy.items()]
     if summary.dcr_share is not None:
         rows.append(["DCR share", f"{summary.dcr_share:.4f}"])
     stdout.print(table(f"quality of {synthetic.name}", ["metric", "value"], rows))
+    if summary.html_path is not None:
+        stdout.print(f"pictures → {summary.html_path}")
     if out is not None:
         stdout.print(f"report → {out}")
     else:

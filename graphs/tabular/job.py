@@ -22,6 +22,7 @@ from synthgraph.tabular import TabularARGN, quality_report
 from synthgraph.tabular.argn import META_FILE
 from synthgraph.tabular.training import DEFAULT_EPOCHS, ProgressCallback
 from synthgraph.tools.io import InputError, read_table, write_json, write_table
+from synthgraph.tools.tabular_plots import write_report_html
 
 
 @dataclass
@@ -60,6 +61,8 @@ class ReportSummary:
     """Share of synthetic rows closer to training than to holdout rows (None: no holdout)."""
     report_path: Path | None
     """The full report (per column and pair), when one was asked for."""
+    html_path: Path | None
+    """The report as pictures (report.html beside its PNGs), when one was asked for."""
 
 
 def as_dict(summary: Any, path: Callable[[Path], str] = str) -> dict[str, Any]:
@@ -162,9 +165,14 @@ def report_job(
     *,
     holdout: Path | None = None,
     report_path: Path | None = None,
+    html_dir: Path | None = None,
+    key: str | None = None,
 ) -> ReportSummary:
-    """Accuracy and (with a holdout) DCR share of `synthetic`; the full report to `report_path`."""
+    """Accuracy and (with a holdout) DCR share of `synthetic`; the full report to `report_path`,
+    and its plots with `report.html` to `html_dir` (an event table's `key` adds sequence plots)."""
     training_table = _read(training, need_rows=True)
+    if key is not None and key not in training_table.columns:
+        raise InputError(f"{training}: no column {key}")
     tables = {synthetic: _read(synthetic, need_rows=True)}
     if holdout is not None:
         tables[holdout] = _read(holdout, need_rows=True)
@@ -173,14 +181,30 @@ def report_job(
         if missing:
             raise InputError(f"{path}: no column {', '.join(missing)} of {training}")
     report = quality_report(
-        tables[synthetic], training_table, tables[holdout] if holdout is not None else None
+        tables[synthetic],
+        training_table,
+        tables[holdout] if holdout is not None else None,
+        distances=html_dir is not None,
     )
+    distances = report.get("dcr", {}).pop("distances", None)
     if report_path is not None:
         write_json(report, report_path)
+    html_path = None
+    if html_dir is not None:
+        html_path = write_report_html(
+            report,
+            tables[synthetic],
+            training_table,
+            html_dir,
+            title=f"Quality of {synthetic.name} against {training.name}",
+            key=key,
+            distances=distances,
+        )
     return ReportSummary(
         accuracy=report["accuracy"],
         dcr_share=report.get("dcr", {}).get("share"),
         report_path=report_path,
+        html_path=html_path,
     )
 
 

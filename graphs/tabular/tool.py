@@ -147,6 +147,12 @@ class ReportArgs(BaseModel):
     report_path: str | None = Field(
         default=None, description="Optional JSON file for the full report."
     )
+    html_dir: str | None = Field(
+        default=None, description="Optional folder for the report as pictures (report.html)."
+    )
+    context_key: str | None = Field(
+        default=None, description="Entity key of event tables; adds sequence plots."
+    )
 
 
 def tabular_quality_report(
@@ -154,14 +160,18 @@ def tabular_quality_report(
     training_path: str,
     holdout_path: str | None = None,
     report_path: str | None = None,
+    html_dir: str | None = None,
+    context_key: str | None = None,
 ) -> dict[str, Any]:
-    """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
-    report_file = confine_given(report_path)
+    """Accuracy (univariate, bivariate) and DCR share of a synthetic table, and its plots."""
+    report_file, pictures = confine_given(report_path), confine_given(html_dir)
     summary = report_job(
         confine(synthetic_path),
         confine(training_path),
         holdout=confine_given(holdout_path),
         report_path=report_file,
+        html_dir=pictures,
+        key=context_key,
     )
     return as_dict(summary, workspace_relative)
 

@@ -17,10 +17,11 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from synthgraph.tabular.constraints import Constraint, ConstraintError, Constraints
 from synthgraph.tabular.encoding import EncodingOptions, TableEncoder
 from synthgraph.tabular.encoding.numeric import protected_bounds
 from synthgraph.tabular.model import ARGNNet, NetConfig, summed_cross_entropy
-from synthgraph.tabular.sampling import banned_tokens, sample_codes
+from synthgraph.tabular.sampling import RowMask, banned_tokens, sample_codes
 from synthgraph.tabular.sequential import SequenceConfig, SequenceNet, extra_dim
 from synthgraph.tabular.training import (
     DEFAULT_EPOCHS,
@@ -104,6 +105,7 @@ class _FlatPart:
         generator: torch.Generator,
         ban_missing: bool = False,
         batch_size: int = 16384,
+        row_mask: RowMask | None = None,
     ) -> np.ndarray:
         """Codes for every row of `fixed_frame`; `fixed` (rows, columns) marks kept cells."""
         suppress = [list(s["suppress"]) for s in self.encoder.sub_columns]
@@ -128,6 +130,7 @@ class _FlatPart:
                     temperature=temperature,
                     top_p=top_p,
                     generator=generator,
+                    row_mask=row_mask,
                 )
             )
         return (
@@ -182,6 +185,9 @@ class TabularARGN:
         self.events_encoder: TableEncoder | None = None
         self.sequence_net: SequenceNet | None = None
         self.summary: dict[str, Any] = {}
+        self.constraints: Constraints | None = None
+        self.source_violations: dict[str, int] = {}
+        """Rows of the training table that break each constraint (allowed there, counted)."""
 
     @property
     def is_sequential(self) -> bool:
@@ -194,19 +200,32 @@ class TabularARGN:
         context: pd.DataFrame | None = None,
         context_key: str | None = None,
         progress: ProgressCallback | None = None,
+        constraints: list[Constraint] | None = None,
     ) -> Self:
-        """Train on `data`; with `context_key`, `data` is an event table keyed by that column."""
+        """Train on `data`; with `context_key`, `data` is an event table keyed by that column.
+
+        `constraints` (flat tables) hold in every sample; see `synthgraph.tabular.constraints`.
+        """
         if self.train_config.num_threads:
             torch.set_num_threads(self.train_config.num_threads)
         # Seed before the networks are built, so their initial weights repeat too.
         seed_everything(self.train_config.seed)
         data = _string_columns(data)
+        self.constraints, self.source_violations = None, {}
         if context_key is None:
             if context is not None:
                 raise ValueError("a context table needs context_key")
+            if constraints:
+                self.constraints = Constraints.fit(constraints, data, self.options.rare_min_count)
+                self.source_violations = self.constraints.violations(data)
+                data = data.drop(columns=self.constraints.derived)
             self.flat = _FlatPart.create(data, self.options, self.dropout)
+            if self.constraints is not None:
+                self.constraints.mask(self.flat.encoder)  # refuses unusable ones before training
             self.summary = {"flat": self.flat.fit(data, self.train_config, progress)}
             return self
+        if constraints:
+            raise ConstraintError("constraints are for flat tables, not sequential ones")
         self._fit_sequential(data, context, context_key, progress)
         return self
 
@@ -343,23 +362,46 @@ class TabularARGN:
     ) -> pd.DataFrame:
         assert self.flat is not None
         encoder = self.flat.encoder
+        derived = self.constraints.derived if self.constraints is not None else []
         if seed_data is not None:
             seed_frame = _string_columns(seed_data)
-            unknown = [c for c in seed_frame.columns if c not in encoder.columns]
+            unknown = [
+                c for c in seed_frame.columns if c not in encoder.columns and c not in derived
+            ]
             if unknown:
                 raise ValueError(f"seed columns not in the model: {unknown}")
         elif n_rows is not None:
             seed_frame = pd.DataFrame(index=range(n_rows))
         else:
             raise ValueError("give n_rows or seed_data")
+        modelled = [c for c in seed_frame.columns if c not in derived]
         fixed = np.zeros((len(seed_frame), len(encoder.columns)), dtype=bool)
-        fixed[:, [encoder.columns.index(c) for c in seed_frame.columns]] = True
-        codes = self.flat.draw(seed_frame, fixed, temperature, top_p, generator)
+        fixed[:, [encoder.columns.index(c) for c in modelled]] = True
+        codes = self.flat.draw(
+            seed_frame[modelled], fixed, temperature, top_p, generator, row_mask=self._row_mask()
+        )
         synthetic = encoder.decode(codes, rng)
         # Seed cells are copied back verbatim: encoding may be lossy (bins, clipping).
         for column in seed_frame.columns:
             synthetic[column] = seed_frame[column]
-        return synthetic
+        if self.constraints is None:
+            return synthetic
+        drawn = {
+            c: np.full(len(synthetic), c not in seed_frame.columns)
+            for c in self.constraints.columns
+        }
+        return self.constraints.enforce(synthetic, drawn)
+
+    def _row_mask(self) -> RowMask | None:
+        if self.constraints is None or self.flat is None:
+            return None
+        return self.constraints.mask(self.flat.encoder)
+
+    def violations(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Rows of a flat table that break each of the model's constraints (by its label)."""
+        if self.constraints is None:
+            return {}
+        return self.constraints.violations(_string_columns(frame))
 
     def _sample_sequential(
         self,
@@ -451,7 +493,15 @@ class TabularARGN:
         for index, column in enumerate(encoder.columns):
             if column in frame.columns:
                 known[:, index] = frame[column].notna().to_numpy()
-        codes = self.flat.draw(frame, known, temperature, top_p, generator, ban_missing=True)
+        codes = self.flat.draw(
+            frame,
+            known,
+            temperature,
+            top_p,
+            generator,
+            ban_missing=True,
+            row_mask=self._row_mask(),
+        )
         drawn = encoder.decode(codes, rng)
         result = frame.copy()
         for column in encoder.columns:
@@ -464,7 +514,13 @@ class TabularARGN:
             filled = result[column].astype(object)
             filled[missing] = drawn[column].astype(object)[missing]
             result[column] = _like(filled, drawn[column].dtype, result[column].dtype)
-        return result
+        if self.constraints is None:
+            return result
+        gaps = {
+            c: frame[c].isna().to_numpy() if c in frame.columns else np.ones(len(frame), bool)
+            for c in self.constraints.columns
+        }
+        return self.constraints.enforce(result, gaps)
 
     # ---------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
@@ -494,6 +550,8 @@ class TabularARGN:
                 "net": self.sequence_net.config.to_dict(),
             },
             "summary": _json_safe(self.summary),
+            "constraints": None if self.constraints is None else self.constraints.to_dict(),
+            "source_violations": self.source_violations,
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -518,6 +576,9 @@ class TabularARGN:
             model.sequence_net.load_state_dict(_prefixed(tensors, "sequence."))
             model.sequence_net.eval()
         model.summary = meta.get("summary", {})
+        if meta.get("constraints") is not None:
+            model.constraints = Constraints.from_dict(meta["constraints"])
+        model.source_violations = meta.get("source_violations", {})
         return model
 
 

@@ -10,9 +10,14 @@ the rest after" is an order the network has learned.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from synthgraph.tabular.model import ARGNNet
+
+RowMask = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+"""(sub-column, codes so far, known cells) -> an additive logit mask per row, or None."""
 
 
 def banned_tokens(net: ARGNNet, suppress: list[list[int]]) -> list[torch.Tensor]:
@@ -60,9 +65,14 @@ def sample_codes(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    row_mask: RowMask | None = None,
 ) -> torch.Tensor:
-    """Fill the unfixed cells of `fixed_codes` (batch, n_sub); `fixed` marks kept cells."""
+    """Fill the unfixed cells of `fixed_codes` (batch, n_sub); `fixed` marks kept cells.
+
+    `row_mask` bans tokens per row given the cells known so far (constraints).
+    """
     codes = fixed_codes.clone()
+    known = fixed.clone()
     # Embeddings of cells not yet known stay zero, which is exactly what the
     # visibility mask does in training, so no per-row mask is needed here.
     x = net.embed(codes) * fixed[:, net.sub_of_dim].to(torch.float32)
@@ -74,7 +84,14 @@ def sample_codes(
             if not bool(todo.any()):
                 continue
             logits = net.logits_one(k, x, extra) + banned[k]
+            mask = row_mask(k, codes, known) if row_mask is not None else None
+            if mask is not None:
+                masked = logits + mask
+                # A row left with no token (its fixed cells break a constraint) draws unmasked.
+                stuck = torch.isneginf(masked).all(dim=-1, keepdim=True)
+                logits = torch.where(stuck, logits, masked)
             drawn = draw(logits, temperature, top_p, generator)
             codes[:, k] = torch.where(todo, drawn, codes[:, k])
+            known[:, k] = True
             x[:, bounds[k] : bounds[k + 1]] = net.embed_one(k, codes[:, k])
     return codes

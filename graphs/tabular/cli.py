@@ -54,6 +54,10 @@ def fit_command(
     threads: Annotated[
         int | None, typer.Option(help="torch threads (default: torch's choice).")
     ] = None,
+    constraints: Annotated[
+        Path | None,
+        typer.Option(help="JSON list of constraints every sample keeps (flat tables)."),
+    ] = None,
 ) -> None:
     """Train a TabularARGN on DATA and save it to --model (safetensors + JSON)."""
     if context is not None and key is None:
@@ -89,6 +93,7 @@ def fit_command(
             seed=seed,
             threads=threads,
             progress=report,
+            constraints=constraints,
         )
     rows = [
         [
@@ -108,7 +113,14 @@ def fit_command(
             rows,
         )
     )
+    _print_violations(f"constraint breaches in {data.name} (kept)", summary.violations)
     stdout.print(f"model → {model}")
+
+
+def _print_violations(title: str, violations: dict[str, int]) -> None:
+    if violations:
+        rows = [[label, f"{count:,}"] for label, count in violations.items()]
+        stdout.print(table(title, ["constraint", "rows"], rows))
 
 
 @app.command("sample")
@@ -134,6 +146,7 @@ def sample_command(
     summary = sample_job(
         model, out, rows=rows, given=given, temperature=temperature, top_p=top_p, seed=seed
     )
+    _print_violations(f"constraint breaches in {out.name}", summary.violations)
     stdout.print(f"{summary.rows:,} rows → {out}")
 
 

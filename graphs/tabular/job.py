@@ -10,9 +10,10 @@ Unlike the LLM features, a tabular job has no run folder: one call is one model 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,14 @@ import pandas as pd
 
 from synthgraph.tabular import TabularARGN, quality_report
 from synthgraph.tabular.argn import META_FILE
+from synthgraph.tabular.constraints import (
+    Constraint,
+    ConstraintError,
+    check_columns,
+    constraint_from_dict,
+)
 from synthgraph.tabular.training import DEFAULT_EPOCHS, ProgressCallback
-from synthgraph.tools.io import InputError, read_table, write_json, write_table
+from synthgraph.tools.io import InputError, read_table, reading, write_json, write_table
 from synthgraph.tools.tabular_plots import write_report_html
 
 
@@ -37,6 +44,8 @@ class FitSummary:
     seconds: float
     parts: dict[str, dict[str, Any]]
     """Training summary per part ("flat", or "context" and "events"), without the loss history."""
+    violations: dict[str, int] = field(default_factory=dict)
+    """Training rows breaking each constraint (allowed there, only counted)."""
 
 
 @dataclass
@@ -44,6 +53,8 @@ class SampleSummary:
     output_path: Path
     rows: int
     columns: list[str]
+    violations: dict[str, int] = field(default_factory=dict)
+    """Rows breaking each of the model's constraints: 0 unless given cells already break one."""
 
 
 @dataclass
@@ -84,14 +95,25 @@ def fit_job(
     seed: int = 0,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    constraints: Path | None = None,
 ) -> FitSummary:
     """Train a TabularARGN on `data` (an event table keyed by `key`, with an optional `context`
-    table) and save it to `model_dir`."""
+    table) and save it to `model_dir`; a flat model honours the `constraints` file's rules."""
     frame = _read(data, need_rows=True)
     context_frame = _read(context, need_rows=True) if context is not None else None
+    rules = read_constraints(constraints, frame) if constraints is not None else None
     model = TabularARGN(max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads)
     with _refused_input():
-        model.fit(frame, context=context_frame, context_key=key, progress=progress)
+        try:
+            model.fit(
+                frame,
+                context=context_frame,
+                context_key=key,
+                progress=progress,
+                constraints=rules,
+            )
+        except ConstraintError as error:  # a rule the table cannot honour: the file's fault
+            raise InputError(f"{constraints}: {error}") from error
     model.save(model_dir)
     parts = {
         part: {name: value for name, value in summary.items() if name != "history"}
@@ -107,7 +129,23 @@ def fit_job(
         stop_reason=main["stop_reason"],
         seconds=main["seconds"],
         parts=parts,
+        violations=model.source_violations,
     )
+
+
+def read_constraints(path: Path, frame: pd.DataFrame) -> list[Constraint]:
+    """The constraints of a JSON file (a list of objects, see `synthgraph.tabular.constraints`)
+    on the columns of `frame`; anything wrong with it is an `InputError` naming the file."""
+    with reading(path):
+        items = json.loads(path.read_bytes().decode("utf-8"))
+    if not isinstance(items, list):
+        raise InputError(f"{path}: not a JSON list of constraints")
+    try:
+        rules = [constraint_from_dict(item) for item in items]
+        check_columns(rules, [str(c) for c in frame.columns])
+    except ConstraintError as error:
+        raise InputError(f"{path}: {error}") from error
+    return rules
 
 
 def sample_job(
@@ -138,7 +176,12 @@ def sample_job(
                 seed_data=frame, temperature=temperature, top_p=top_p, seed=seed
             )
     write_table(synthetic, out)
-    return SampleSummary(output_path=out, rows=len(synthetic), columns=list(synthetic.columns))
+    return SampleSummary(
+        output_path=out,
+        rows=len(synthetic),
+        columns=list(synthetic.columns),
+        violations=model.violations(synthetic),
+    )
 
 
 def impute_job(

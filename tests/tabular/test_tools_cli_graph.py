@@ -239,7 +239,12 @@ def test_the_tools_return_dicts_with_workspace_relative_paths(workspace: Path) -
     generated = generate_tool().invoke(
         {"model_dir": "m", "output_path": "out/syn.csv", "input_path": "fixed.csv", "seed": 0}
     )
-    assert generated == {"output_path": "out/syn.csv", "rows": 7, "columns": ["colour", "size"]}
+    assert generated == {
+        "output_path": "out/syn.csv",
+        "rows": 7,
+        "columns": ["colour", "size"],
+        "violations": {},  # the model has no constraints
+    }
     assert (pd.read_csv(workspace / "out" / "syn.csv")["colour"] == "blue").all()
 
 

@@ -278,10 +278,7 @@ def create_instruction(
         ),
         instruction_hint=skill.instruction_hint,
     )
-    reply = invoke_text(
-        messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
-    )
-    return _as_instruction(_text_of(reply.content, record_id, "instruction"), record_id)
+    return _write_task(messages, record_id, "instruction", model_kwargs)
 
 
 def answer_instruction(
@@ -383,10 +380,7 @@ def edit_instruction(
     messages = render_messages(
         skill.prompt("edit.md"), text=text, instruction=instruction, suggestions=suggestions
     )
-    reply = invoke_text(
-        messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
-    )
-    return _as_instruction(_text_of(reply.content, record_id, "edited instruction"), record_id)
+    return _write_task(messages, record_id, "edited instruction", model_kwargs)
 
 
 def ask_follow_up(
@@ -401,10 +395,7 @@ def ask_follow_up(
     (question, answer) exchanges."""
     conversation = "\n\n".join(f"user: {q}\n\nassistant: {a}" for q, a in exchanges)
     messages = render_messages(skill.prompt("follow_up.md"), text=text, conversation=conversation)
-    reply = invoke_text(
-        messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
-    )
-    return _as_instruction(_text_of(reply.content, record_id, "follow-up question"), record_id)
+    return _write_task(messages, record_id, "follow-up question", model_kwargs)
 
 
 def answer_in_conversation(
@@ -459,6 +450,16 @@ def chat_messages(skill: Skill, text: str, instruction: str, answer: str) -> lis
 
 
 # --- helpers ------------------------------------------------------------------------
+def _write_task(
+    messages: list[tuple[str, str]], record_id: str | None, what: str, model_kwargs: dict[str, Any]
+) -> str:
+    """The generator's task for these messages, without labels or trailers (see `_as_instruction`)."""
+    reply = invoke_text(
+        messages, role="generator", record_id=record_id, **_cap(model_kwargs, INSTRUCTION_TOKENS)
+    )
+    return _as_instruction(_text_of(reply.content, record_id, what), record_id)
+
+
 def _cap(model_kwargs: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     """The agent's own completion cap unless the run sets one."""
     return {"max_tokens": max_tokens, **model_kwargs}

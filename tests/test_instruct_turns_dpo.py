@@ -125,3 +125,27 @@ def test_max_tries_tries_a_seed_again_until_it_yields(
     assert summary.yields == {"open_domain_qa": {"tried": 2, "kept": 1}}
     rejects = [json.loads(line) for line in (tmp_path / "run" / "rejects.jsonl").open()]
     assert [r["stage"] for r in rejects] == ["judge"], "the first try's pair, kept as history"
+
+
+def test_a_resume_as_started_reads_the_seeds_with_the_run_s_own_fields(
+    endpoint: RivalLosesServer, tmp_path: Path
+) -> None:
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(
+        "".join(
+            json.dumps({"key": f"s{n}", "body": f"Seed {n}: bees visit {n + 3} kinds of flowers."})
+            + "\n"
+            for n in range(2)
+        )
+    )
+    run = tmp_path / "run"
+    args = ["instruct", str(seeds), "--out", str(run), "--skills", "open_domain_qa"]
+    args += ["--text-field", "body", "--id-field", "key", "--dedup", "none"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    asked = len(endpoint.requests)
+    again = CliRunner().invoke(app, ["instruct", str(seeds), "--resume", str(run)])
+    assert again.exit_code == 0, again.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["counts"]["seed_problems"] == 0, "the seeds were read with body/key again"
+    assert manifest["counts"]["jobs_skipped"] == 2 and len(endpoint.requests) == asked

@@ -130,11 +130,7 @@ class Run:
         runs_dir = get_settings().runs_dir
         prices = load_prices(get_settings().prices_file)  # a bad table fails before any lock
         if resume:
-            root = Path(resume) if Path(resume).is_dir() else runs_dir / resume
-            if out is not None and out.resolve() != root.resolve() and (out / MANIFEST).exists():
-                root = out
-            if not (root / MANIFEST).exists():
-                raise RunError(f"cannot resume {resume!r}: no {MANIFEST} in {root}")
+            root = _resumed_folder(resume, out)
             _hold(root)
             try:
                 manifest = _read_manifest(root)
@@ -331,6 +327,22 @@ def _release(root: Path) -> None:
     fd = _held.pop(root.resolve(), None)
     if fd is not None:
         os.close(fd)
+
+
+def _resumed_folder(resume: str, out: Path | None) -> Path:
+    """The folder of the run to resume: a folder, or a run id under the runs folder."""
+    root = Path(resume) if Path(resume).is_dir() else get_settings().runs_dir / resume
+    if out is not None and out.resolve() != root.resolve() and (out / MANIFEST).exists():
+        root = out
+    if not (root / MANIFEST).exists():
+        raise RunError(f"cannot resume {resume!r}: no {MANIFEST} in {root}")
+    return root
+
+
+def saved_config(resume: str, out: Path | None = None) -> dict[str, Any]:
+    """The config a run was started with, read without taking the run (to read its inputs
+    as it did before `Run.open`)."""
+    return dict(_read_manifest(_resumed_folder(resume, out)).get("config", {}))
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from synthgraph.agents.agentinstruct import list_skills, load_skill
 from synthgraph.agents.resilience import Rejection
 from synthgraph.graphs.agentinstruct.graph import AgentInstructContext, graph
 from synthgraph.graphs.batch import run_batch, unique_items
-from synthgraph.graphs.jobs import open_job
+from synthgraph.graphs.jobs import current_names, open_job
 from synthgraph.prompts import fill, load_prompt
 from synthgraph.tools.io import (
     InputError,
@@ -34,7 +34,7 @@ from synthgraph.tools.io import (
     read_jsonl,
     write_table,
 )
-from synthgraph.tools.runs import REJECTS
+from synthgraph.tools.runs import REJECTS, saved_config
 from synthgraph.tools.usage import Budget
 
 GRAPH_NAME = "agentinstruct"
@@ -127,8 +127,15 @@ def instruct_job(
         config = {"seeds": str(source), **asdict(given), "skills": given.skills or list_skills()}
         for name in config["skills"]:
             load_skill(name)
+    # Resumed as started: read the seeds with the fields the run was started with.
+    fields = (
+        current_names(saved_config(resume, out)) if config is None and resume else asdict(given)
+    )
     records, problems = load_texts(
-        source, text_field=given.text_field, id_field=given.id_field, suffixes=SEED_SUFFIXES
+        source,
+        text_field=fields.get("text_field", "text"),
+        id_field=fields.get("id_field", "id"),
+        suffixes=SEED_SUFFIXES,
     )
     run, config = open_job(
         GRAPH_NAME, config, out=out, resume=resume, problems=problems, budget=budget

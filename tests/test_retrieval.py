@@ -396,7 +396,7 @@ def test_rerank_reorders_only_the_head_of_each_query() -> None:
 
 def test_eval_job_scores_bm25_and_the_base_model() -> None:
     rows = eval_job(BEIR, split="test")
-    assert [r["system"] for r in rows] == ["BM25", "MiniLM (base)"]
+    assert [r["system"] for r in rows] == ["BM25", "MiniLM (base)", "BM25 + MiniLM (base) (RRF)"]
     assert all(r["queries"] == 3 and 0 < r["ndcg@10"] <= 1 for r in rows)
 
 
@@ -404,7 +404,11 @@ def test_cli_eval_and_clear_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["retrieval", "eval", str(BEIR), "--split", "dev", "--json"])
     assert result.exit_code == 0, result.output
-    assert [r["system"] for r in json.loads(result.stdout)] == ["BM25", "MiniLM (base)"]
+    assert [r["system"] for r in json.loads(result.stdout)] == [
+        "BM25",
+        "MiniLM (base)",
+        "BM25 + MiniLM (base) (RRF)",
+    ]
     missing = runner.invoke(app, ["retrieval", "eval", str(tmp_path)])
     assert missing.exit_code == 2 and "no corpus.jsonl" in " ".join(missing.output.split())
     not_a_model = runner.invoke(app, ["retrieval", "eval", str(BEIR), "--model", str(tmp_path)])

@@ -120,6 +120,16 @@ def load_beir(folder: Path, split: str | None = None) -> BeirSet:
     return BeirSet(corpus, queries, qrels)
 
 
+def judged_pairs(data: BeirSet) -> list[tuple[str, str]]:
+    """(query, document) texts of every judgement above 0 whose document is in the corpus."""
+    return [
+        (data.queries[query], data.corpus[doc])
+        for query, relevance in data.qrels.items()
+        for doc, score in relevance.items()
+        if score > 0 and doc in data.corpus
+    ]
+
+
 def corpus_file(path: Path) -> Path:
     """A BEIR folder stands for its `corpus.jsonl`; any other path for itself."""
     path = Path(path)

@@ -12,6 +12,8 @@ keep/drop rules here are plain and testable.
 
 The kept pairs become training triples (query, positive, hard negatives) with
 `hard_negative_triples`, which mines BM25 and/or dense negatives.
+`overlap_profile` summarises how much queries copy their documents, to compare
+kept, dropped and real queries.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from synthgraph.tools.retrieval_index import Bm25Index, Hits, Retriever
+import numpy as np
+
+from synthgraph.tools.retrieval_index import Bm25Index, Hits, Retriever, content_words
 
 Pair = dict[str, Any]
 
@@ -168,3 +172,37 @@ def hard_negative_triples(
             }
         )
     return triples
+
+
+def word_overlaps(pairs: Sequence[tuple[str, str]]) -> list[float]:
+    """Per (query, document): the share of the query's content words (BM25's words)
+    that occur in the document; 0 for a query without content words."""
+    queries = content_words([query for query, _ in pairs])
+    documents = content_words([document for _, document in pairs])
+    overlaps = []
+    for query, document in zip(queries, documents, strict=True):
+        known = set(document)
+        overlaps.append(sum(word in known for word in query) / len(query) if query else 0.0)
+    return overlaps
+
+
+def overlap_profile(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Word overlap with the document and query length in words, of (query, document)
+    pairs: mean and quartiles of each (just the count when there are no pairs)."""
+    if not pairs:
+        return {"queries": 0}
+
+    def spread(values: Sequence[float]) -> dict[str, float]:
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        return {
+            "mean": round(float(np.mean(values)), 3),
+            "q1": round(float(q1), 3),
+            "median": round(float(median), 3),
+            "q3": round(float(q3), 3),
+        }
+
+    return {
+        "queries": len(pairs),
+        "overlap": spread(word_overlaps(pairs)),
+        "words": spread([len(query.split()) for query, _ in pairs]),
+    }

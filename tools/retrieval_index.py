@@ -1,6 +1,7 @@
 """Search over a corpus: BM25 (`bm25s`) and dense MiniLM, with one `search` shape.
 
-Both return, per query, `(doc_id, score)` pairs best first. Dense document
+Both return, per query, `(doc_id, score)` pairs best first; `fuse` merges the
+lists of several retrievers into one (reciprocal rank fusion). Dense document
 vectors can be cached per model and per text, so a benchmark encodes each
 document once per model, not once per stage (nor again when the corpus grows).
 """
@@ -23,6 +24,27 @@ class Retriever(Protocol):
     def search(self, queries: Sequence[str], k: int) -> list[Hits]: ...
 
 
+def content_words(texts: Sequence[str]) -> list[list[str]]:
+    """The words BM25 matches on, per text: lower-cased, English stop words and
+    one-letter tokens removed, no stemming."""
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+
+
+def fuse(rankings: Sequence[Hits], k: int = 60) -> Hits:
+    """Reciprocal rank fusion of one query's result lists: score = sum of 1 / (k + rank).
+
+    Ranks start at 1; a document missing from a list adds nothing for it. Equal
+    scores are ordered by document id, so the fused list is deterministic.
+    """
+    scores: dict[str, float] = {}
+    for hits in rankings:
+        for rank, (doc, _) in enumerate(hits, start=1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
 class Bm25Index:
     """Okapi BM25 over the corpus (English stop words removed, no stemming)."""
 
@@ -30,7 +52,6 @@ class Bm25Index:
         import bm25s
 
         self.doc_ids = list(corpus)
-        self._bm25s = bm25s
         self._model = bm25s.BM25()
         tokens = bm25s.tokenize(list(corpus.values()), stopwords="en", show_progress=False)
         self._model.index(tokens, show_progress=False)
@@ -40,10 +61,9 @@ class Bm25Index:
             return []
         k = min(k, len(self.doc_ids))
         # As strings, not ids: words the corpus never saw are then simply ignored.
-        tokens = self._bm25s.tokenize(
-            list(queries), stopwords="en", return_ids=False, show_progress=False
+        found, scores = self._model.retrieve(
+            content_words(queries), k=k, show_progress=False, n_threads=1
         )
-        found, scores = self._model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return [
             [
                 (self.doc_ids[int(i)], float(s))

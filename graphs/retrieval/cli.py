@@ -132,6 +132,25 @@ def filter_command(
     )  # fmt: skip
     rows = [[f["name"], f["before"], f["kept"], f["removed"], f["note"]] for f in summary.filters]
     stdout.print(table("retrieval filter", ["filter", "before", "kept", "removed", "note"], rows))
+
+    def spread(stats: dict[str, float] | None) -> str:
+        return (
+            f"{stats['mean']:.2f} · {stats['q1']:.2f}–{stats['median']:.2f}–{stats['q3']:.2f}"
+            if stats
+            else ""
+        )
+
+    rows = [
+        [group, profile["queries"], spread(profile.get("overlap")), spread(profile.get("words"))]
+        for group, profile in summary.overlap.items()
+    ]
+    stdout.print(
+        table(
+            "queries vs their documents (real: judged dev queries)",
+            ["queries", "count", "word overlap (mean · q1–med–q3)", "words (mean · q1–med–q3)"],
+            rows,
+        )
+    )
     console.print(
         f"{summary.triples} triples: {summary.out_dir}/{TRIPLES} (sentence-transformers: {ST_DATASET})"
     )
@@ -181,7 +200,7 @@ def eval_command(
     ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
 ) -> None:
-    """Score BM25, the base MiniLM, a fine-tuned model and reranking on a BEIR folder."""
+    """Score BM25, base and fine-tuned MiniLM, their RRF hybrids and reranking on a BEIR folder."""
     models: dict[str, Path | None] = {"MiniLM (base)": None}
     if model is not None:
         models[f"MiniLM fine-tuned ({model.name})"] = model

@@ -3,11 +3,13 @@
 - `generate_job`: the retrieval graph once per corpus document → `pairs.jsonl`
   (one append per document, so a killed run resumes where it stopped).
 - `filter_job`: InPars-v1 log-prob, InPars-v2 reranker and Promptagator round-trip
-  filters (each switchable and counted), then BM25 + dense hard negatives →
+  filters (each switchable and counted, with the word-overlap profile of kept,
+  dropped and real queries), then BM25 + dense hard negatives →
   `train_triples.jsonl` and the sentence-transformers dataset `train_st.jsonl`.
 - `train_job`: MiniLM bi-encoder (MultipleNegativesRankingLoss), optionally a
   cross-encoder reranker, on CPU.
-- `eval_job`: nDCG@10, Recall@100, MRR@10 on a BEIR folder.
+- `eval_job`: nDCG@10, Recall@100, MRR@10 on a BEIR folder (BM25, dense, their
+  reciprocal-rank fusion, each optionally reranked).
 
 The filters, negatives, training and metrics are services in `tools/retrieval_*.py`.
 """
@@ -35,14 +37,22 @@ from synthgraph.tools.io import (
     write_records,
 )
 from synthgraph.tools.log import get_logger
-from synthgraph.tools.retrieval_data import corpus_documents, load_beir, load_corpus, load_triples
+from synthgraph.tools.retrieval_data import (
+    corpus_documents,
+    corpus_file,
+    judged_pairs,
+    load_beir,
+    load_corpus,
+    load_triples,
+)
 from synthgraph.tools.retrieval_filters import (
     hard_negative_triples,
     logprob_filter,
+    overlap_profile,
     reranker_filter,
     roundtrip_filter,
 )
-from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex, Hits
+from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex, Hits, fuse
 from synthgraph.tools.retrieval_metrics import score_hits
 from synthgraph.tools.retrieval_training import (
     Reranker,
@@ -178,7 +188,21 @@ class FilterSummary:
     kept: int
     triples: int
     filters: list[dict[str, Any]] = field(default_factory=list)
+    overlap: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`overlap_profile` of the kept pairs, the dropped ones and, when known, real queries."""
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def real_queries(corpus_path: Path) -> list[tuple[str, str]] | None:
+    """(query, document) texts judged in `qrels/dev.tsv` of the BEIR folder holding the
+    corpus, or None when the corpus is not in one. Dev only: test stays unseen."""
+    path = corpus_file(corpus_path)
+    folder = path.parent
+    if path.name != "corpus.jsonl" or not all(
+        (folder / name).is_file() for name in ("queries.jsonl", "qrels/dev.tsv")
+    ):
+        return None
+    return judged_pairs(load_beir(folder, "dev"))
 
 
 def filter_job(
@@ -199,7 +223,9 @@ def filter_job(
 
     Without `reranker`, the InPars-v2 filter uses a cross-encoder initialised
     from MiniLM and trained on the pairs themselves, cross-fitted: each half is
-    scored by a model trained on the other half, so no pair scores itself.
+    scored by a model trained on the other half, so no pair scores itself. The
+    summary's `overlap` compares kept and dropped queries with the real dev queries
+    of the corpus's BEIR folder, when it has them.
     """
     unknown = [f for f in filters if f not in FILTERS]
     if unknown:
@@ -208,7 +234,8 @@ def filter_job(
         )
     run, config = open_job("retrieval", None, resume=str(run_dir))
     out = out or run.root / ("filtered" if filters else "unfiltered")
-    corpus = load_corpus(corpus_path or Path(config["corpus"]))
+    corpus_path = corpus_path or Path(config["corpus"])
+    corpus = load_corpus(corpus_path)
     pairs: dict[str, dict[str, Any]] = {}  # by id: the same query for the same document counts once
     orphans = []
     for pair in read_jsonl(run.path(PAIRS)):
@@ -258,6 +285,18 @@ def filter_job(
             kept=report.kept,
             note=report.note,
         )
+
+    kept_ids = {p["id"] for p in kept}
+    for group, chosen in (
+        ("kept", kept),
+        ("dropped", [p for p in pairs.values() if p["id"] not in kept_ids]),
+    ):
+        summary.overlap[group] = overlap_profile(
+            [(p["query"], corpus[p["source_id"]]) for p in chosen]
+        )
+    real = real_queries(corpus_path)
+    if real is not None:
+        summary.overlap["real"] = overlap_profile(real)
 
     started = time.monotonic()
     triples = hard_negative_triples(
@@ -353,11 +392,13 @@ def eval_job(
     rerank: list[str] | None = None,
     bm25: bool = True,
 ) -> list[dict[str, Any]]:
-    """nDCG@10, Recall@100 and MRR@10 per system: BM25, each bi-encoder, and each + reranker.
+    """nDCG@10, Recall@100 and MRR@10 per system: BM25, each bi-encoder, the hybrid of
+    BM25 and each bi-encoder (`BM25 + <name> (RRF)`), and each + reranker.
 
     `models` maps a name to a sentence-transformers folder (None: the base
-    MiniLM). The reranker reorders the top `rerank_depth` of each first stage
-    named in `rerank` (default: all). Returns one row per system.
+    MiniLM). The hybrid fuses the top 100 of both by reciprocal rank. The reranker
+    reorders the top `rerank_depth` of each first stage named in `rerank` (default:
+    all). Returns one row per system.
     """
     for path in (models or {}).values():
         if path is not None and not any(
@@ -372,9 +413,16 @@ def eval_job(
     first_stages: dict[str, list[Hits]] = {}
     if bm25:
         first_stages["BM25"] = Bm25Index(data.corpus).search(texts, 100)
-    for name, path in (models or {"MiniLM (base)": None}).items():
+    dense = models or {"MiniLM (base)": None}
+    for name, path in dense.items():
         index = DenseIndex(data.corpus, get_embeddings(path), cache_dir=vectors_cache())
         first_stages[name] = index.search(texts, 100)
+    if bm25:
+        for name in dense:
+            first_stages[f"BM25 + {name} (RRF)"] = [
+                fuse(both)[:100]
+                for both in zip(first_stages["BM25"], first_stages[name], strict=True)
+            ]
     rows = [score_hits(name, query_ids, hits, data.qrels) for name, hits in first_stages.items()]
     if reranker is not None:
         model = Reranker(reranker)

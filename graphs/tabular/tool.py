@@ -45,6 +45,11 @@ class FitArgs(BaseModel):
     max_epochs: int = Field(default=DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS)
     max_minutes: float = Field(default=DEFAULT_MINUTES, gt=0, le=MAX_MINUTES)
     seed: int = Field(default=0, description="Random seed for reproducible training.")
+    constraints_path: str | None = Field(
+        default=None,
+        description="Optional JSON list of rules sampling must keep (value_set, range, "
+        "inequality, fixed_combinations, sum); flat tables only.",
+    )
 
 
 def fit_tabular_model(
@@ -55,6 +60,7 @@ def fit_tabular_model(
     max_epochs: int = DEFAULT_EPOCHS,
     max_minutes: float = DEFAULT_MINUTES,
     seed: int = 0,
+    constraints_path: str | None = None,
 ) -> dict[str, Any]:
     """Train a TabularARGN on a table (and optional context) and save it."""
     out = confine(model_dir)  # outputs first: a refused path costs no work
@@ -66,6 +72,7 @@ def fit_tabular_model(
         epochs=max_epochs,
         max_minutes=max_minutes,
         seed=seed,
+        constraints=confine_given(constraints_path),
     )
     return as_dict(summary, workspace_relative)
 

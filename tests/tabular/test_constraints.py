@@ -223,3 +223,27 @@ def test_cli_fits_with_a_constraints_file_and_reports_the_counts(tmp_path: Path)
     assert refused.stderr.splitlines() == [
         f"error: {bad}: not UTF-8 text (byte 0xff); save it as UTF-8"
     ]
+
+
+def test_the_fit_tool_takes_a_constraints_file_inside_the_workspace_only(tmp_path: Path) -> None:
+    from synthgraph.graphs.tabular.tool import fit_tool
+    from synthgraph.tools.workspace import workspace_root
+
+    root = workspace_root()
+    make_table(200).to_parquet(root / "train.parquet")
+    (root / "rules.json").write_text('[{"kind": "sum", "columns": ["a", "b"], "total": "c"}]')
+    fitted = fit_tool().invoke(
+        {
+            "data_path": "train.parquet",
+            "model_dir": "m",
+            "max_epochs": 1,
+            "constraints_path": "rules.json",
+        }
+    )
+    assert fitted["violations"] == {"a + b = c": 5}  # the planted ones
+    outside = tmp_path / "rules.json"
+    outside.write_text("[]")
+    reply = fit_tool().invoke(
+        {"data_path": "train.parquet", "model_dir": "m2", "constraints_path": str(outside)}
+    )
+    assert "outside the workspace" in reply and not (root / "m2").exists()

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from synthgraph.tabular.constraints import Constraint, ConstraintError, Constraints
 from synthgraph.tabular.encoding import EncodingOptions, TableEncoder
+from synthgraph.tabular.encoding.categorical import RARE_MODES
 from synthgraph.tabular.encoding.numeric import protected_bounds
 from synthgraph.tabular.model import ARGNNet, NetConfig, summed_cross_entropy
 from synthgraph.tabular.sampling import RowMask, banned_tokens, sample_codes
@@ -157,6 +158,7 @@ class TabularARGN:
         seed: int | None = 0,
         num_threads: int | None = None,
         rare_min_count: int = 5,
+        rare: str = "sample",
         max_discrete: int = 50,
         max_digit_positions: int = 2,
         n_bins: int = 100,
@@ -172,7 +174,10 @@ class TabularARGN:
             seed=seed,
             num_threads=num_threads,
         )
+        if rare not in RARE_MODES:
+            raise ValueError(f"rare must be one of {', '.join(RARE_MODES)}, not {rare!r}")
         self.options = EncodingOptions(
+            rare=rare,
             rare_min_count=rare_min_count,
             max_discrete=max_discrete,
             max_digit_positions=max_digit_positions,

@@ -19,6 +19,7 @@ from rich.progress import Progress, TaskID
 from synthgraph.graphs.cli_support import fail, progress, stdout, table
 from synthgraph.graphs.tabular.job import (
     DEFAULT_EPOCHS,
+    RareMode,
     fit_job,
     impute_job,
     report_job,
@@ -58,6 +59,13 @@ def fit_command(
         Path | None,
         typer.Option(help="JSON list of constraints every sample keeps (flat tables)."),
     ] = None,
+    rare: Annotated[
+        RareMode,
+        typer.Option(
+            help="A category seen under 5 times comes back as: a frequent one drawn in "
+            "proportion (sample), the marker _RARE_ (token), or missing."
+        ),
+    ] = "sample",
 ) -> None:
     """Train a TabularARGN on DATA and save it to --model (safetensors + JSON)."""
     if context is not None and key is None:
@@ -94,6 +102,7 @@ def fit_command(
             threads=threads,
             progress=report,
             constraints=constraints,
+            rare=rare,
         )
     rows = [
         [

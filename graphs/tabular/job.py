@@ -27,6 +27,7 @@ from synthgraph.tabular.constraints import (
     check_columns,
     constraint_from_dict,
 )
+from synthgraph.tabular.encoding.categorical import RareMode
 from synthgraph.tabular.training import DEFAULT_EPOCHS, ProgressCallback
 from synthgraph.tools.io import InputError, read_table, reading, write_json, write_table
 from synthgraph.tools.tabular_plots import write_report_html
@@ -96,13 +97,16 @@ def fit_job(
     threads: int | None = None,
     progress: ProgressCallback | None = None,
     constraints: Path | None = None,
+    rare: RareMode = "sample",
 ) -> FitSummary:
     """Train a TabularARGN on `data` (an event table keyed by `key`, with an optional `context`
     table) and save it to `model_dir`; a flat model honours the `constraints` file's rules."""
     frame = _read(data, need_rows=True)
     context_frame = _read(context, need_rows=True) if context is not None else None
     rules = read_constraints(constraints, frame) if constraints is not None else None
-    model = TabularARGN(max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads)
+    model = TabularARGN(
+        max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads, rare=rare
+    )
     with _refused_input():
         try:
             model.fit(

@@ -32,9 +32,13 @@ class EncodingOptions:
     max_discrete: int = 50
     max_digit_positions: int = 2
     n_bins: int = 100
+    rare: str = "sample"
+    """What a categorical value seen under `rare_min_count` times comes back as (see
+    `categorical.RARE_MODES`)."""
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         return {
+            "rare": self.rare,
             "rare_min_count": self.rare_min_count,
             "max_discrete": self.max_discrete,
             "max_digit_positions": self.max_digit_positions,
@@ -62,6 +66,8 @@ def analyze_column(values: pd.Series, options: EncodingOptions) -> dict[str, Any
             max_digit_positions=options.max_digit_positions,
             n_bins=options.n_bins,
         )
+    if kind == "categorical":
+        return categorical.analyze(values, rare_min_count=options.rare_min_count, rare=options.rare)
     return MODULES[kind].analyze(values, rare_min_count=options.rare_min_count)
 
 

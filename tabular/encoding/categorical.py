@@ -3,12 +3,16 @@
 Token 0 is "missing", token 1 is the protected rare token, tokens 2.. are the
 values that occur at least `rare_min_count` times, most frequent first. A value
 seen fewer times is never stored in the statistics, so a model can never
-reproduce it: it comes back as `RARE_VALUE` instead.
+reproduce it. A drawn rare token comes back as the `rare` mode says:
+- `sample` (the default): a frequent value, drawn in proportion to its training count;
+- `token`: the marker `RARE_VALUE`;
+- `missing`: a missing value.
+Models saved before the mode existed keep `token`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -17,6 +21,8 @@ MISSING = 0
 RARE = 1
 FIRST_VALUE = 2
 RARE_VALUE = "_RARE_"
+RareMode = Literal["sample", "token", "missing"]
+RARE_MODES: tuple[str, ...] = get_args(RareMode)
 SUB = "cat"
 
 
@@ -27,7 +33,7 @@ def _as_key(value: Any) -> Any:
     return str(value)
 
 
-def analyze(values: pd.Series, rare_min_count: int = 5) -> dict[str, Any]:
+def analyze(values: pd.Series, rare_min_count: int = 5, rare: str = "sample") -> dict[str, Any]:
     present = values.dropna()
     counts = present.map(_as_key).value_counts(sort=True)
     frequent = [key for key, count in counts.items() if count >= rare_min_count]
@@ -35,6 +41,8 @@ def analyze(values: pd.Series, rare_min_count: int = 5) -> dict[str, Any]:
         "kind": "categorical",
         "dtype": str(values.dtype),
         "categories": frequent,
+        "counts": [int(counts[key]) for key in frequent],
+        "rare": rare,
         "has_missing": bool(values.isna().any()),
         "has_rare": bool(len(frequent) < len(counts)),
     }
@@ -74,6 +82,21 @@ def decode(
     lookup[RARE] = RARE_VALUE
     lookup[FIRST_VALUE:] = stats["categories"]
     decoded = pd.Series(lookup[tokens], dtype=object)
+    rare = tokens == RARE
+    mode = stats.get("rare", "token")
+    if rare.any() and mode == "missing":
+        decoded[rare] = None
+    elif rare.any() and mode == "sample":
+        weights = np.asarray(stats.get("counts") or [], dtype=float)
+        decoded[rare] = (
+            rng.choice(
+                np.asarray(stats["categories"], dtype=object),
+                int(rare.sum()),
+                p=weights / weights.sum(),
+            )
+            if weights.sum() > 0
+            else None
+        )
     dtype = stats["dtype"]
     if dtype == "bool":
         # A boolean column can only hold missing values if training had them.

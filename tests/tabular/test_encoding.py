@@ -26,14 +26,26 @@ def test_categorical_round_trip_keeps_values_missing_and_dtype() -> None:
     assert encoder.stats["colour"]["categories"] == ["red", "blue"]
 
 
-def test_rare_categories_become_the_protected_token() -> None:
-    values = pd.Series(["common"] * 20 + ["secret-a", "secret-b"])
-    stats = categorical.analyze(values, rare_min_count=5)
-    assert "secret-a" not in stats["categories"]
-    codes = categorical.encode(values, stats)["cat"]
-    assert set(codes[-2:]) == {categorical.RARE}
-    decoded = categorical.decode({"cat": codes}, stats, np.random.default_rng(0))
-    assert decoded.iloc[-1] == categorical.RARE_VALUE
+def test_rare_categories_become_the_protected_token_and_come_back_as_the_mode_says() -> None:
+    values = pd.Series(["common"] * 30 + ["usual"] * 10 + ["secret-a", "secret-b"])
+    rng = np.random.default_rng(0)
+    for mode in categorical.RARE_MODES:
+        stats = categorical.analyze(values, rare_min_count=5, rare=mode)
+        assert "secret-a" not in stats["categories"]
+        codes = categorical.encode(values, stats)["cat"]
+        assert set(codes[-2:]) == {categorical.RARE}
+        rare_codes = np.full(4000, categorical.RARE)
+        decoded = categorical.decode({"cat": rare_codes}, stats, rng)
+        if mode == "token":
+            assert set(decoded) == {categorical.RARE_VALUE}
+        elif mode == "missing":
+            assert decoded.isna().all()
+        else:  # a frequent value, in proportion: common 30 : usual 10
+            assert set(decoded) == {"common", "usual"}
+            assert 0.7 < (decoded == "common").mean() < 0.8
+    legacy = categorical.analyze(values, rare_min_count=5)
+    del legacy["rare"], legacy["counts"]  # a model saved before the modes: the token
+    assert categorical.decode({"cat": np.array([1])}, legacy, rng).iloc[0] == categorical.RARE_VALUE
 
 
 def test_boolean_round_trip_keeps_bool_dtype() -> None:

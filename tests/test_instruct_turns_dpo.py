@@ -149,3 +149,25 @@ def test_a_resume_as_started_reads_the_seeds_with_the_run_s_own_fields(
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["counts"]["seed_problems"] == 0, "the seeds were read with body/key again"
     assert manifest["counts"]["jobs_skipped"] == 2 and len(endpoint.requests) == asked
+
+
+def test_per_seed_counts_kept_instructions_across_tries(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = FirstTryFailsServer()  # the first of the two pairs of the first try is refused
+    endpoint = serve(server, monkeypatch)
+    next(endpoint)
+    try:
+        options = InstructOptions(
+            skills=["open_domain_qa"],
+            dedup="none",
+            refine_rounds=0,
+            max_tries=3,
+            instructions_per_seed=2,
+        )
+        summary = instruct_job(_seeds(tmp_path / "seeds", 1), tmp_path / "run", options=options)
+    finally:
+        next(endpoint, None)
+    assert summary.yields == {"open_domain_qa": {"tried": 2, "kept": 2}}, (
+        "one more for the one lost"
+    )

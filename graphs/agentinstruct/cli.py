@@ -78,7 +78,7 @@ def instruct_command(
     max_tries: Annotated[
         int,
         typer.Option(
-            min=1, max=5, help="Tries per seed and skill until one yields an instruction."
+            min=1, max=5, help="Tries per seed and skill until --per-seed instructions are kept."
         ),
     ] = 1,
     export: Annotated[

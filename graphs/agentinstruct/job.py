@@ -85,7 +85,7 @@ class InstructOptions:
     turns: int = 1
     """User turns per conversation (follow-up questions past the first)."""
     max_tries: int = 1
-    """Tries per seed and skill until one yields a kept instruction."""
+    """Tries per seed and skill until `instructions_per_seed` instructions are kept."""
     preferences: bool = False
     """Answer each final task a second time without its text, for preference (DPO) pairs."""
 
@@ -166,6 +166,8 @@ def instruct_job(
     def process(job: tuple[TextRecord, str]) -> list[dict[str, Any]]:
         seed, skill = job
         rejects: list[Rejection] = []
+        kept: list[dict[str, Any]] = []
+        # --per-seed counts kept instructions: try again for the missing ones, up to --max-tries.
         for attempt in range(max_tries):
             with tries_lock:
                 tries[skill] += 1
@@ -176,15 +178,20 @@ def instruct_job(
                     "skills": [skill],
                 },
                 config=run.graph_config(),
-                context=replace(context, seed=context.seed + attempt),
+                context=replace(
+                    context,
+                    seed=context.seed + attempt,
+                    instructions_per_seed=context.instructions_per_seed - len(kept),
+                ),
             )
             rejects += result.get("rejects", [])
-            if result["instructions"]:
+            kept += result["instructions"]
+            if len(kept) >= context.instructions_per_seed:
                 break
-        retryable = not result["instructions"] and any(r["retryable"] for r in rejects)
+        retryable = not kept and any(r["retryable"] for r in rejects)
         if not retryable:  # a job tried again on resume leaves only its own reject
             run.import_rejects(rejects)
-        if not result["instructions"]:
+        if not kept:
             stages = Counter(r["stage"] for r in rejects)
             summary = (
                 ", ".join(f"{n} at {stage}" for stage, n in stages.items()) or "nothing produced"
@@ -193,7 +200,7 @@ def instruct_job(
                 f"seed {seed.source} ({seed.id}), skill {skill}: no instruction kept ({summary})",
                 retryable,
             )
-        return result["instructions"]
+        return kept
 
     batch = run_batch(
         run,

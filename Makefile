@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= local,studio,dev
 
-.PHONY: install demo test test-fast lint studio serve doctor bench clean redis-server
+.PHONY: install demo test test-fast lint studio serve doctor bench clean redis-server postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,19 @@ redis-server:
 	  { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; } || \
 	  echo "redis-server not found: the Redis cache tests will skip (install it: sudo apt-get install redis-server)"
 
-test: $(STAMP) redis-server
+# The Postgres checkpoint tests start their own server from Debian's postgresql-15 binaries
+# (/usr/lib/postgresql/15/bin, not on PATH): installed here when missing and we are root.
+postgres:
+	@[ -x /usr/lib/postgresql/15/bin/postgres ] || command -v postgres >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15; } || \
+	  echo "postgres not found: the Postgres checkpoint tests will skip (install it: sudo apt-get install postgresql-15)"
+
+test: $(STAMP) redis-server postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP) redis-server
+test-fast: $(STAMP) redis-server postgres
 	$(BIN)/python -m pytest -m "not integration and not studio"
 
 lint: $(STAMP)

@@ -19,6 +19,9 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     data_dir = tmp_path / "data"
     monkeypatch.setenv("SYNTHGRAPH_DATA_DIR", str(data_dir))
     monkeypatch.delenv("SYNTHGRAPH_CHROMA_URL", raising=False)
+    # A developer's shared stores must not receive the tests' data.
+    monkeypatch.delenv("SYNTHGRAPH_CHECKPOINT_URL", raising=False)
+    monkeypatch.delenv("SYNTHGRAPH_CACHE_URL", raising=False)
     monkeypatch.setenv("SYNTHGRAPH_BACKOFF_BASE", "0.01")
     monkeypatch.setenv("SYNTHGRAPH_BACKOFF_MAX", "0.05")
     get_settings.cache_clear()

@@ -2,7 +2,8 @@
 
 `runs/<run-id>/` (or the `--out` folder) holds everything a job produced:
 JSONL outputs, `rejects.jsonl`, `checkpoint.sqlite` (LangGraph's SQLite
-checkpointer) and `manifest.json` (config, versions, counts, timings).
+checkpointer; Postgres instead when `SYNTHGRAPH_CHECKPOINT_URL` is set) and
+`manifest.json` (config, versions, counts, timings).
 Resuming opens the same folder again; outputs are append-only and the graphs
 skip records whose ids are already written, so nothing runs twice.
 
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from synthgraph.tools.io import (
     InputError,
@@ -50,6 +52,7 @@ REJECTS = "rejects.jsonl"
 CHECKPOINT = "checkpoint.sqlite"
 LOCK = "run.lock"  # held by the one process working on the run
 INPUT_IDS = "input_ids.jsonl"  # id and content hash of every input the run has taken on
+POSTGRES_SETUP_LOCK = 7_310_012  # advisory lock: one process at a time creates the tables
 _VERSIONED = ("synthgraph", "langgraph", "langchain-openai", "openai", "chromadb", "torch")
 
 
@@ -248,10 +251,21 @@ class Run:
 
     @contextmanager
     def checkpointer(self) -> Iterator[Any]:
-        """LangGraph's SQLite checkpointer for this run (thread id: the run id), redacted."""
-        from langgraph.checkpoint.sqlite import SqliteSaver
+        """LangGraph's checkpointer for this run, redacted: Postgres at `SYNTHGRAPH_CHECKPOINT_URL`
+        when set, else SQLite in the run folder.
 
+        Thread ids start with the run id (see `graph_config`), so runs sharing one database never
+        share a thread. A database that cannot be reached or set up is a `RunError`, raised before
+        the graph runs.
+        """
         from synthgraph.tools.checkpoints import RedactingSerializer
+
+        url = get_settings().checkpoint_url
+        if url:
+            with _postgres_saver(url, RedactingSerializer()) as saver:
+                yield saver
+            return
+        from langgraph.checkpoint.sqlite import SqliteSaver
 
         connection = sqlite3.connect(str(self.root / CHECKPOINT), check_same_thread=False)
         try:
@@ -303,6 +317,48 @@ class Run:
 
 _held: dict[Path, int] = {}
 """Run folders this process holds: real path → the locked file's descriptor."""
+
+
+@contextmanager
+def _postgres_saver(url: str, serde: Any) -> Iterator[Any]:
+    """LangGraph's `PostgresSaver` on one connection to `url`, its tables created if missing."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]  # no user or password; no query (`?password=`)
+    where = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise RunError(f"SYNTHGRAPH_CHECKPOINT_URL must be a postgresql:// URL, not {where!r}")
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+    except ImportError as error:
+        raise RunError(
+            "SYNTHGRAPH_CHECKPOINT_URL is set but langgraph-checkpoint-postgres is not installed: "
+            "pip install 'synthgraph[postgres]'"
+        ) from error
+    try:
+        # The options of `PostgresSaver.from_conn_string`, which takes no serializer.
+        connection = psycopg.Connection.connect(
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, connect_timeout=10
+        )
+        try:
+            saver = PostgresSaver(connection, serde=serde)
+            # Runs starting at once on a new database would race to create the same tables. The
+            # lock is polled: a waiting statement would deadlock with CREATE INDEX CONCURRENTLY.
+            lock = "SELECT pg_try_advisory_lock(%s) AS locked"
+            while connection.execute(lock, (POSTGRES_SETUP_LOCK,)).fetchone() != {"locked": True}:
+                time.sleep(0.1)
+            saver.setup()
+            connection.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK,))
+        except BaseException:
+            connection.close()
+            raise
+    except psycopg.Error as error:
+        raise RunError(
+            f"the checkpoint database at {where} (SYNTHGRAPH_CHECKPOINT_URL) failed: {error}"
+        ) from error
+    with connection:
+        yield saver
 
 
 def _hold(root: Path) -> None:

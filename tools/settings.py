@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     cache_url: str | None = Field(
         default=None, description="A Redis URL for the response cache; unset: SQLite in data_dir."
     )
+    checkpoint_url: str | None = Field(
+        default=None,
+        description="A postgresql:// URL for LangGraph checkpoints, shared by runs; "
+        "unset: checkpoint.sqlite in each run folder.",
+    )
     prices_file: Path | None = Field(
         default=None,
         description='JSON {"model": {"input": USD, "output": USD}} per 1M tokens, over the defaults.',

@@ -12,10 +12,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import pytest
-from redis_server import free_port
+import psycopg
+from redis_server import cannot_run_here, free_port
 
 from synthgraph.agents.llama_registry import stop_process
 
@@ -44,7 +43,7 @@ def _system_user() -> str | None:
             return pwd.getpwnam(name).pw_name
         except KeyError:
             continue
-    pytest.skip("running as root with neither a `postgres` nor a `nobody` user for the server")
+    cannot_run_here("running as root with neither a `postgres` nor a `nobody` user for the server")
 
 
 @contextmanager
@@ -52,12 +51,13 @@ def postgres_server(password: str) -> Iterator[str]:
     """Start Postgres (user `synthgraph`, `password`), yield its URL once it accepts connections,
     stop it afterwards and delete its files.
 
-    Skips the test when Postgres or psycopg is missing (`make test` installs both as root).
+    Without Postgres the test cannot run here (see `cannot_run_here`).
     """
-    psycopg = pytest.importorskip("psycopg", reason="psycopg: pip install -e '.[dev]'")
     binaries = _binaries()
     if binaries is None:
-        pytest.skip("Postgres not found: apt-get install postgresql-15 (`make test` does as root)")
+        cannot_run_here(
+            "Postgres not found: apt-get install postgresql-15 (`make test` does as root)"
+        )
     user = _system_user()
     # Not under pytest's tmp_path: the server's user must be able to reach its folder.
     folder = Path(tempfile.mkdtemp(prefix="synthgraph-postgres-"))
@@ -85,7 +85,7 @@ def postgres_server(password: str) -> Iterator[str]:
         try:
             url = f"postgresql://{USER}:{password}@127.0.0.1:{port}/postgres"
             deadline = time.monotonic() + STARTUP_LIMIT
-            while not _accepts(psycopg, url):
+            while not _accepts(url):
                 if server.poll() is not None or time.monotonic() > deadline:
                     output = (folder / "postgres.log").read_text(errors="replace")
                     raise RuntimeError(f"postgres did not start: {output}")
@@ -99,7 +99,7 @@ def postgres_server(password: str) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _accepts(psycopg: Any, url: str) -> bool:
+def _accepts(url: str) -> bool:
     try:
         psycopg.connect(url, connect_timeout=1).close()
         return True
@@ -109,8 +109,6 @@ def _accepts(psycopg: Any, url: str) -> bool:
 
 def create_database(url: str, name: str) -> str:
     """A new empty database on the server at `url`; returns its URL."""
-    import psycopg
-
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return url.rpartition("/")[0] + f"/{name}"

@@ -11,7 +11,7 @@ builds, so the key is what the endpoint would see:
 
 A changed prompt file changes the messages of the calls it feeds, and only those miss.
 The store is SQLite under the data dir, or Redis when `SYNTHGRAPH_CACHE_URL` is set (shared by
-processes and machines). It holds prompts' hashes and replies, never keys.
+processes and machines). It holds prompts' hashes and replies (redacted), never keys.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from langchain_core.caches import BaseCache
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, Generation
 
+from synthgraph.tools.log import redact
 from synthgraph.tools.usage import current_input, current_ledger
 
 CACHE_HIT = "synthgraph_cache_hit"
@@ -166,7 +167,8 @@ class ResponseCache(BaseCache):
         request = request_key(prompt, llm_string)
         pending: dict[str, str] = self._pending.__dict__.setdefault("samples", {})
         sample = pending.pop(request) if request in pending else self._next_sample(request)
-        replies = [_stored(g) for g in return_val if isinstance(g, ChatGeneration)]
+        # Redacted like checkpoints: an endpoint that echoes a key must not put it on disk.
+        replies = redact([_stored(g) for g in return_val if isinstance(g, ChatGeneration)])
         if replies:
             self.store.put(f"{request}:{sample}", json.dumps(replies, ensure_ascii=False))
 

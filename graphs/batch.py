@@ -186,6 +186,7 @@ def run_batch(
                             done.add(record_id)
                         result.written += len(outcome)
                     result.processed += 1
+                    run.save_manifest()  # the spend so far: a kill -9 must not hide it from a cap
                     bar.advance(task)
                     if result.processed == ESTIMATE_AFTER < len(todo):
                         _estimate(ledger.total(), spent_before, len(todo), show_progress)

@@ -278,3 +278,32 @@ def test_a_rerun_with_one_prompt_changed_calls_only_what_that_prompt_feeds(
             assert usage["calls"] == 0 and usage["cache_hits"] > 0, (stage, usage)
     assert len(any_schema_server.requests) - asked == second["total"]["calls"]
     assert second["total"]["cache_hits"] + second["total"]["calls"] == first["total"]["calls"]
+
+
+def test_an_echoed_key_never_reaches_the_cache_store(fake_server: FakeOpenAIServer) -> None:
+    key = "sk-test-fake-key-0000"  # the key `serve` configures
+    fake_server.script({"content": f"your key is {key}"})
+    with bound(Ledger()):
+        invoke_text([("user", "what is my key?")])
+    stored = b"".join(p.read_bytes() for p in get_settings().cache_path.parent.iterdir())  # + WAL
+    assert key.encode() not in stored and b"your key is" in stored
+
+
+def test_the_spend_is_on_disk_after_each_input_so_a_kill_cannot_hide_it(
+    fake_server: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNTHGRAPH_MAX_CONCURRENCY", "1")
+    get_settings.cache_clear()
+    fake_server.script({"content": "ok"})
+    run = Run.open("spend", out=tmp_path / "run", config={})
+    seen_on_disk: list[int] = []
+
+    def process(item: str) -> list[dict[str, Any]]:
+        manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+        seen_on_disk.append(manifest["usage"]["total"]["calls"])  # what a kill here would leave
+        invoke_text([("user", item)])
+        return [{"source_id": item}]
+
+    run_batch(run, ["a", "b", "c"], process, item_id=str, output="out.jsonl", show_progress=False)
+    run.finish()
+    assert seen_on_disk == [0, 1, 2]

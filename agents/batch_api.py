@@ -285,8 +285,9 @@ class Collector:
 
 def _client(base_url: str, settings: Settings) -> openai.OpenAI:
     """The endpoint's Files and Batches API; retries are `call_with_retries`' (and the poll's)."""
-    key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
-    return openai.OpenAI(base_url=base_url, api_key=key, timeout=settings.timeout, max_retries=0)
+    return openai.OpenAI(
+        base_url=base_url, api_key=settings.api_key_value, timeout=settings.timeout, max_retries=0
+    )
 
 
 _collectors: dict[int, Collector] = {}

@@ -89,7 +89,7 @@ def get_chat_model(
         kwargs.setdefault("extra_body", {"max_tokens": max_tokens or settings.max_tokens})
     else:
         model = settings.model_for(role)
-        api_key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
+        api_key = settings.api_key_value
     return ChatOpenAI(
         model=model,
         base_url=base_url,

@@ -13,6 +13,7 @@ import sys
 from collections.abc import MutableMapping
 from functools import lru_cache
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from pydantic import BaseModel, SecretStr
@@ -93,6 +94,12 @@ def redact(value: T) -> T:
     """
     result: T = _scrub(value, _secrets_pattern(_known_secrets()))
     return result
+
+
+def url_without_credentials(url: str) -> str:
+    """`url` as it may be shown: no user, password or query (`?password=`)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def tool_error_text(error: Exception) -> str:

@@ -24,13 +24,12 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.caches import BaseCache
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, Generation
 
-from synthgraph.tools.log import redact
+from synthgraph.tools.log import redact, url_without_credentials
 from synthgraph.tools.usage import current_input, current_ledger
 
 CACHE_HIT = "synthgraph_cache_hit"
@@ -100,9 +99,7 @@ class RedisStore:
                 "SYNTHGRAPH_CACHE_URL is set but the redis client is not installed: "
                 "pip install 'synthgraph[redis]'"
             ) from error
-        parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")[2]  # no user or password; no query (`?password=`)
-        self.where = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        self.where = url_without_credentials(url)
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, ValueError)
         self._prefix = prefix
         self._client = self._call(

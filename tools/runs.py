@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from synthgraph.tools.io import (
     InputError,
@@ -44,6 +44,7 @@ from synthgraph.tools.io import (
     read_jsonl,
     write_json,
 )
+from synthgraph.tools.log import url_without_credentials
 from synthgraph.tools.settings import get_settings
 from synthgraph.tools.usage import Caps, Ledger, load_prices
 
@@ -322,10 +323,8 @@ _held: dict[Path, int] = {}
 @contextmanager
 def _postgres_saver(url: str, serde: Any) -> Iterator[Any]:
     """LangGraph's `PostgresSaver` on one connection to `url`, its tables created if missing."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]  # no user or password; no query (`?password=`)
-    where = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    if parts.scheme not in ("postgresql", "postgres"):
+    where = url_without_credentials(url)
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
         raise RunError(f"SYNTHGRAPH_CHECKPOINT_URL must be a postgresql:// URL, not {where!r}")
     try:
         import psycopg

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     def chroma_dir(self) -> Path:
         return self.chroma_path or (self.data_dir / "chroma")
 
+    @property
+    def api_key_value(self) -> str:
+        """The key to send; endpoints without keys still want one in the header."""
+        return self.api_key.get_secret_value() if self.api_key else "not-needed"
+
     def model_for(self, role: Role) -> str:
         return getattr(self, f"{role}_model") or self.model
 

@@ -29,7 +29,6 @@ from synthgraph.prompts import fill, load_prompt
 from synthgraph.tools.io import (
     InputError,
     TextRecord,
-    count_records,
     load_texts,
     read_jsonl,
     write_table,
@@ -218,7 +217,7 @@ def instruct_job(
         show_progress=show_progress,
     )
     instructions, dataset = run.path(OUTPUT), run.path(DATASET_DIR)
-    export_dataset(instructions, dataset, title=f"synthgraph AgentInstruct run {run.id}")
+    exported = export_dataset(instructions, dataset, title=f"synthgraph AgentInstruct run {run.id}")
     if config.get("preferences"):
         export_dataset(instructions, run.path(PREFERENCES_DIR), kind="dpo")
     run.manifest["yield"] = skill_yield(instructions, run.manifest.get("yield", {}), tries)
@@ -229,7 +228,7 @@ def instruct_job(
         jobs_skipped=batch.skipped,
         jobs_rejected=batch.rejected,
         instructions_written=batch.written,
-        instructions=count_records(instructions),
+        instructions=exported.records,
     )
     return InstructSummary(
         run.root,

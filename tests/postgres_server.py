@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from redis_server import cannot_run_here, free_port
+from redis_server import cannot_run_here
 
 from synthgraph.agents.llama_registry import stop_process
+from synthgraph.agents.local_model import free_port
 
 STARTUP_LIMIT = 60.0  # seconds; a server that never answers fails the test, never hangs it
 USER = "synthgraph"  # the cluster's superuser

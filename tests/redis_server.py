@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,15 +15,9 @@ import pytest
 import redis
 
 from synthgraph.agents.llama_registry import stop_process
+from synthgraph.agents.local_model import free_port
 
 STARTUP_LIMIT = 30.0  # seconds; a server that never answers fails the test, never hangs it
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (the OS picked it; it is closed again)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def cannot_run_here(reason: str) -> NoReturn:

@@ -11,9 +11,10 @@ import pytest
 from fakes import FakeOpenAIServer
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration
-from redis_server import free_port, redis_server
+from redis_server import redis_server
 
 from synthgraph.agents.llm import invoke_text
+from synthgraph.agents.local_model import free_port
 from synthgraph.graphs.batch import run_batch
 from synthgraph.tools.response_cache import (
     CACHE_HIT,

@@ -18,10 +18,10 @@ import pytest
 from fakes import serve
 from fault_server import FaultyServer
 from postgres_server import create_database, postgres_server
-from redis_server import free_port
 from test_personas_resume import _cli  # the personas CLI in a process, with the prompt-aware fake
 from typer.testing import CliRunner
 
+from synthgraph.agents.local_model import free_port
 from synthgraph.graphs.cli import app
 from synthgraph.graphs.personas.graph import PersonasContext, builder
 from synthgraph.graphs.personas.job import personas_job

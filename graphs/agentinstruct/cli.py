@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from synthgraph.graphs import cli_support
 from synthgraph.graphs.agentinstruct.job import (
     ExportKind,
     InstructOptions,
@@ -17,22 +18,12 @@ from synthgraph.graphs.agentinstruct.job import (
     instruct_job,
     skill_rows,
 )
-from synthgraph.graphs.cli_support import (
-    RunOptions,
-    console,
-    fail,
-    report_run,
-    resuming_as_started,
-    stdout,
-    table,
-    with_run_options,
-)
 
 DEPRECATED_FLAGS: dict[str, str] = {}
 """Old flag → new flag (none: instruct's flags already use the shared vocabulary)."""
 
 
-@with_run_options
+@cli_support.with_run_options
 def instruct_command(
     ctx: typer.Context,
     source: Annotated[
@@ -96,7 +87,7 @@ def instruct_command(
         bool, typer.Option("--list-skills", help="List the shipped skills and exit.")
     ] = False,
     *,
-    run_options: RunOptions,
+    run_options: cli_support.RunOptions,
 ) -> None:
     """AgentInstruct: turn seed documents into instruction data (chat messages with provenance).
 
@@ -104,16 +95,20 @@ def instruct_command(
     """
     if list_skills_only:
         columns = ["skill", "transformations", "instruction types", "validator"]
-        stdout.print(table("skills", columns, skill_rows()))
+        cli_support.stdout.print(cli_support.table("skills", columns, skill_rows()))
         return
     if source is None:
-        fail("give INPUT: a folder of text or code files, or a JSONL, Parquet or CSV file")
+        cli_support.fail(
+            "give INPUT: a folder of text or code files, or a JSONL, Parquet or CSV file"
+        )
     if routing not in ("all", "sample", "llm"):
-        fail(f"--routing must be all, sample or llm, not {routing!r}")
+        cli_support.fail(f"--routing must be all, sample or llm, not {routing!r}")
     if dedup not in ("both", "minhash", "embedding", "none"):
-        fail(f"--dedup must be both, minhash, embedding or none, not {dedup!r}")
+        cli_support.fail(f"--dedup must be both, minhash, embedding or none, not {dedup!r}")
     if per_seed < 1 or refine_rounds < 0 or transformations < 1:
-        fail("--per-seed and --transformations must be at least 1, --refine-rounds at least 0")
+        cli_support.fail(
+            "--per-seed and --transformations must be at least 1, --refine-rounds at least 0"
+        )
     options = InstructOptions(
         skills=[s.strip() for s in skills.split(",") if s.strip()] if skills else [],
         instructions_per_seed=per_seed,
@@ -132,24 +127,26 @@ def instruct_command(
         source,
         out,
         # No option that shapes the data given on --resume: the run goes on as it started.
-        options=None if resuming_as_started(ctx, run_options.resume) else options,
+        options=None if cli_support.resuming_as_started(ctx, run_options.resume) else options,
         resume=run_options.resume,
         retry_rejects=run_options.retry_rejects,
         dedupe_ids=run_options.dedupe_ids,
         budget=run_options.budget,
     )
     rows = [[k, v] for k, v in summary.counts.items()]
-    stdout.print(table("agentinstruct", ["count", "value"], rows))
+    cli_support.stdout.print(cli_support.table("agentinstruct", ["count", "value"], rows))
     yields = [
         [skill, y["tried"], y["kept"], f"{y['kept'] / y['tried']:.2f}" if y["tried"] else "-"]
         for skill, y in summary.yields.items()
     ]
-    stdout.print(table("yield per skill", ["skill", "tried", "kept", "kept/tried"], yields))
-    console.print(
+    cli_support.stdout.print(
+        cli_support.table("yield per skill", ["skill", "tried", "kept", "kept/tried"], yields)
+    )
+    cli_support.console.print(
         f"instructions: {summary.instructions}\nrejects: {summary.rejects}\n"
         f"dataset: {summary.dataset}"
     )
-    report_run(summary.run_dir, run_options)
+    cli_support.report_run(summary.run_dir, run_options)
 
 
 def instruct_export_command(
@@ -171,5 +168,7 @@ def instruct_export_command(
     """
     summary = export_job(run, out, export)
     splits = list(summary.splits.items())
-    stdout.print(table("instruct-export", ["split", "rows"], splits))
-    console.print(f"dataset: {summary.dataset} ({summary.rows} rows of {summary.records} records)")
+    cli_support.stdout.print(cli_support.table("instruct-export", ["split", "rows"], splits))
+    cli_support.console.print(
+        f"dataset: {summary.dataset} ({summary.rows} rows of {summary.records} records)"
+    )

@@ -7,23 +7,14 @@ from typing import Annotated
 
 import typer
 
-from synthgraph.graphs.cli_support import (
-    RunOptions,
-    console,
-    fail,
-    report_run,
-    resuming_as_started,
-    stdout,
-    table,
-    with_run_options,
-)
+from synthgraph.graphs import cli_support
 from synthgraph.graphs.personas.graph import DEFAULT_RELATIONS, DedupMethod, PersonasContext
 from synthgraph.graphs.personas.job import personas_job
 
 DEPRECATED_FLAGS: dict[str, str] = {"--max-records": "--limit"}
 
 
-@with_run_options
+@cli_support.with_run_options
 def personas_command(
     ctx: typer.Context,
     source: Annotated[
@@ -73,12 +64,14 @@ def personas_command(
         typer.Option(min=0.0, max=2.0, help="0: the same text gives the same persona on rerun."),
     ] = 0.0,
     *,
-    run_options: RunOptions,
+    run_options: cli_support.RunOptions,
 ) -> None:
     """Infer personas from texts, expand them through relations, dedup them (PersonaHub)."""
     names = [r.strip() for r in relations.split(",") if r.strip()]
     if expand_rounds and not names:
-        fail("--relations is empty: name at least one relation (e.g. colleague,student)")
+        cli_support.fail(
+            "--relations is empty: name at least one relation (e.g. colleague,student)"
+        )
     context = PersonasContext(
         personas_per_text=per_text, relations=names, expand_rounds=expand_rounds,
         expand_limit=expand_limit, dedup=dedup, namespace=namespace, threshold=threshold,
@@ -86,21 +79,23 @@ def personas_command(
     )  # fmt: skip
     try:
         summary = personas_job(
-            source, out, context=None if resuming_as_started(ctx, run_options.resume) else context,
+            source, out, context=None if cli_support.resuming_as_started(ctx, run_options.resume) else context,
             limit=limit, resume=run_options.resume, retry_rejects=run_options.retry_rejects, dedupe_ids=run_options.dedupe_ids,
             budget=run_options.budget,
             text_field=text_field, id_field=id_field,
         )  # fmt: skip
     except ValueError as error:  # the root prints InputError & co.; a bad --namespace is bare
-        fail(str(error))
-    console.print(
+        cli_support.fail(str(error))
+    cli_support.console.print(
         f"[green]done[/] {summary.run_dir}: {summary.kept} personas kept, {summary.dropped} dropped"
     )
-    stdout.print(table("dedup", ["stage", "checked", "kept", "dropped"], summary.stages))
+    cli_support.stdout.print(
+        cli_support.table("dedup", ["stage", "checked", "kept", "dropped"], summary.stages)
+    )
     rows = [
         ["texts", summary.texts], ["generated", summary.generated], ["kept", summary.kept],
         ["dropped", summary.dropped], ["rejects", summary.rejects],
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
     ]  # fmt: skip
-    stdout.print(table("personas", ["", "count"], rows))
-    report_run(summary.run_dir, run_options)
+    cli_support.stdout.print(cli_support.table("personas", ["", "count"], rows))
+    cli_support.report_run(summary.run_dir, run_options)

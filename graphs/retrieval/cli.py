@@ -12,16 +12,7 @@ from typing import Annotated
 
 import typer
 
-from synthgraph.graphs.cli_support import (
-    RunOptions,
-    console,
-    fail,
-    report_run,
-    resuming_as_started,
-    stdout,
-    table,
-    with_run_options,
-)
+from synthgraph.graphs import cli_support
 from synthgraph.graphs.retrieval.graph import RetrievalContext
 from synthgraph.graphs.retrieval.job import (
     PAIRS,
@@ -41,7 +32,7 @@ retrieval_app = typer.Typer(
 
 
 @retrieval_app.command("generate")
-@with_run_options
+@cli_support.with_run_options
 def generate_command(
     ctx: typer.Context,
     corpus: Annotated[
@@ -72,11 +63,11 @@ def generate_command(
     ] = "text",
     id_field: Annotated[str, typer.Option(help="Id field of JSONL/Parquet/CSV input.")] = "_id",
     *,
-    run_options: RunOptions,
+    run_options: cli_support.RunOptions,
 ) -> None:
     """Write search queries for corpus documents (Promptagator / InPars prompts)."""
     if style not in STYLES:
-        fail(f"--style must be one of {', '.join(STYLES)}, not {style!r}")
+        cli_support.fail(f"--style must be one of {', '.join(STYLES)}, not {style!r}")
     context = RetrievalContext(
         style=style,  # type: ignore[arg-type]
         examples_path=str(examples) if examples else None,
@@ -86,16 +77,16 @@ def generate_command(
         logprobs=logprobs,
     )
     summary = generate_job(
-        corpus, out, context=None if resuming_as_started(ctx, run_options.resume) else context, limit=limit,
+        corpus, out, context=None if cli_support.resuming_as_started(ctx, run_options.resume) else context, limit=limit,
         seed=seed, resume=run_options.resume,
         retry_rejects=run_options.retry_rejects, dedupe_ids=run_options.dedupe_ids, max_minutes=max_minutes,
         budget=run_options.budget,
         text_field=text_field, id_field=id_field,
     )  # fmt: skip
     rows = [[k, v] for k, v in asdict(summary).items() if k != "seconds"]
-    stdout.print(table("retrieval generate", ["", "value"], rows))
-    console.print(f"pairs: {summary.run_dir}/{PAIRS}")
-    report_run(summary.run_dir, run_options)
+    cli_support.stdout.print(cli_support.table("retrieval generate", ["", "value"], rows))
+    cli_support.console.print(f"pairs: {summary.run_dir}/{PAIRS}")
+    cli_support.report_run(summary.run_dir, run_options)
 
 
 @retrieval_app.command("filter")
@@ -131,7 +122,9 @@ def filter_command(
         negative_sources=tuple(s for s in negative_sources.split(",") if s), reranker=reranker, retriever=retriever,
     )  # fmt: skip
     rows = [[f["name"], f["before"], f["kept"], f["removed"], f["note"]] for f in summary.filters]
-    stdout.print(table("retrieval filter", ["filter", "before", "kept", "removed", "note"], rows))
+    cli_support.stdout.print(
+        cli_support.table("retrieval filter", ["filter", "before", "kept", "removed", "note"], rows)
+    )
 
     def spread(stats: dict[str, float] | None) -> str:
         return (
@@ -144,14 +137,14 @@ def filter_command(
         [group, profile["queries"], spread(profile.get("overlap")), spread(profile.get("words"))]
         for group, profile in summary.overlap.items()
     ]
-    stdout.print(
-        table(
+    cli_support.stdout.print(
+        cli_support.table(
             "queries vs their documents (real: judged dev queries)",
             ["queries", "count", "word overlap (mean · q1–med–q3)", "words (mean · q1–med–q3)"],
             rows,
         )
     )
-    console.print(
+    cli_support.console.print(
         f"{summary.triples} triples: {summary.out_dir}/{TRIPLES} (sentence-transformers: {ST_DATASET})"
     )
 
@@ -179,7 +172,11 @@ def train_command(
         [r.model_dir, r.examples, r.steps, f"{r.first_loss:.3f} → {r.last_loss:.3f}", r.seconds]
         for r in summary.models
     ]
-    stdout.print(table("retrieval train", ["model", "examples", "steps", "loss", "seconds"], rows))
+    cli_support.stdout.print(
+        cli_support.table(
+            "retrieval train", ["model", "examples", "steps", "loss", "seconds"], rows
+        )
+    )
 
 
 @retrieval_app.command("eval")
@@ -208,14 +205,14 @@ def eval_command(
         beir_dir, split=split, models=models, reranker=reranker, rerank_depth=rerank_depth
     )
     if as_json:
-        stdout.print_json(json.dumps(rows))
+        cli_support.stdout.print_json(json.dumps(rows))
         return
     body = [
         [r["system"], f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['mrr@10']:.4f}"]
         for r in rows
     ]
-    stdout.print(
-        table(
+    cli_support.stdout.print(
+        cli_support.table(
             f"retrieval eval ({split}, {rows[0]['queries']} queries)",
             ["system", "nDCG@10", "Recall@100", "MRR@10"],
             body,

@@ -15,16 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from synthgraph.graphs.cli_support import (
-    RunOptions,
-    console,
-    fail,
-    report_run,
-    resuming_as_started,
-    stdout,
-    table,
-    with_run_options,
-)
+from synthgraph.graphs import cli_support
 from synthgraph.graphs.sampling.graph import SamplingContext
 from synthgraph.graphs.sampling.job import (
     DEFAULT_PARAMS,
@@ -48,15 +39,15 @@ StrongParams = Annotated[float, typer.Option(help="Parameters of the strong mode
 
 
 def _print_plan(plan: BudgetPlan) -> None:
-    stdout.print(
-        table(
+    cli_support.stdout.print(
+        cli_support.table(
             f"budget {plan.budget:.3g} {plan.unit} for {plan.problems:,} problems "
             f"at {plan.tokens_per_solution:g} tokens per solution",
             ["model", f"{plan.unit} per solution", "samples per problem", f"{plan.unit} spent"],
             plan.rows(),
         )
     )
-    stdout.print(f"weak:strong samples ratio at a matched budget: {plan.ratio:.2f}")
+    cli_support.stdout.print(f"weak:strong samples ratio at a matched budget: {plan.ratio:.2f}")
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -71,8 +62,8 @@ def _print_report(report: dict[str, Any]) -> None:
         ]
         for r in report["by_k"]
     ]
-    stdout.print(
-        table(
+    cli_support.stdout.print(
+        cli_support.table(
             f"coverage and diversity over {report['problems']} problems",
             ["role", "model", "k", "coverage@k", "diversity@k", "FLOPs/problem"],
             rows,
@@ -88,14 +79,16 @@ def _print_report(report: dict[str, Any]) -> None:
         ]
         for f in report["false_positives"]
     ]
-    stdout.print(
-        table(
+    cli_support.stdout.print(
+        cli_support.table(
             "false positives (judged reasoning)",
             ["role", "kept", "judged", "wrong reasoning", "FPR"],
             fp_rows,
         )
     )
-    stdout.print(f"SFT records: {report['sft_records']:,}; plots: {', '.join(report['plots'])}")
+    cli_support.stdout.print(
+        f"SFT records: {report['sft_records']:,}; plots: {', '.join(report['plots'])}"
+    )
 
 
 @sampling_app.command()
@@ -118,7 +111,7 @@ def plan(
 ) -> None:
     """How many samples per problem each model affords at the same budget (≈2·P FLOPs per token)."""
     if unit not in ("flops", "usd"):
-        fail(f"--unit must be flops or usd, not {unit!r}")
+        cli_support.fail(f"--unit must be flops or usd, not {unit!r}")
     params = {"weak": weak_params, "strong": strong_params}
     prices = {"weak": weak_price, "strong": strong_price}
     try:
@@ -127,15 +120,15 @@ def plan(
             unit=unit,  # type: ignore[arg-type]
         )  # fmt: skip
     except ValueError as error:  # a bad number is a bad option, not a bug
-        fail(str(error))
+        cli_support.fail(str(error))
     if as_json:
-        stdout.print_json(result.model_dump_json())
+        cli_support.stdout.print_json(result.model_dump_json())
     else:
         _print_plan(result)
 
 
 @sampling_app.command()
-@with_run_options
+@cli_support.with_run_options
 def run(
     ctx: typer.Context,
     problems: Annotated[
@@ -164,33 +157,37 @@ def run(
     weak_params: WeakParams = DEFAULT_PARAMS["weak"],
     strong_params: StrongParams = DEFAULT_PARAMS["strong"],
     *,
-    run_options: RunOptions,
+    run_options: cli_support.RunOptions,
 ) -> None:
     """Sample, verify and judge; then write metrics, plots and the SFT export into the run folder."""
     if temperature <= 0:
-        fail("--temperature must be > 0: sampling k solutions at temperature 0 gives k copies")
+        cli_support.fail(
+            "--temperature must be > 0: sampling k solutions at temperature 0 gives k copies"
+        )
     params = {"weak": weak_params, "strong": strong_params}
     if budget is not None:
         planned = budget_plan(problems, budget, tokens_per_solution, params=params, limit=limit)
         _print_plan(planned)
         weak_k, strong_k = (m.samples_per_problem for m in planned.models)
         if strong_k == 0:
-            fail("the budget does not buy one strong sample per problem; raise --budget")
+            cli_support.fail(
+                "the budget does not buy one strong sample per problem; raise --budget"
+            )
     context = SamplingContext(
         temperature=temperature, max_tokens=max_tokens, weak_k=weak_k, strong_k=strong_k,
         judge_per_model=judge_per_model,
     )  # fmt: skip
     summary = sampling_job(
-        problems, out, None if resuming_as_started(ctx, run_options.resume) else context, resume=run_options.resume,
+        problems, out, None if cli_support.resuming_as_started(ctx, run_options.resume) else context, resume=run_options.resume,
         params=params, limit=limit, retry_rejects=run_options.retry_rejects, dedupe_ids=run_options.dedupe_ids,
         budget=run_options.budget,
     )  # fmt: skip
-    console.print(
+    cli_support.console.print(
         f"[green]done[/] {summary.processed} problems this time ({summary.skipped} already done, "
         f"{summary.rejected} rejected: see {Path(summary.run_dir) / REJECTS})"
     )
     _print_report(summary.report)
-    report_run(summary.run_dir, run_options)
+    cli_support.report_run(summary.run_dir, run_options)
 
 
 @sampling_app.command()
@@ -198,9 +195,9 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A sampling run folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Recompute the metrics table, plots and SFT export of a sampling run."""
+    """Recompute the metrics cli_support.table, plots and SFT export of a sampling run."""
     result = report_job(run_dir)
     if as_json:
-        stdout.print_json(json.dumps(result))
+        cli_support.stdout.print_json(json.dumps(result))
     else:
         _print_report(result)

@@ -7,23 +7,14 @@ from typing import Annotated
 
 import typer
 
-from synthgraph.graphs.cli_support import (
-    RunOptions,
-    console,
-    fail,
-    report_run,
-    resuming_as_started,
-    stdout,
-    table,
-    with_run_options,
-)
+from synthgraph.graphs import cli_support
 from synthgraph.graphs.synthesis.graph import SynthesisContext
 from synthgraph.graphs.synthesis.job import ITEMS, TASKS, few_shot_file, synthesis_job
 
 DEPRECATED_FLAGS: dict[str, str] = {"--max-records": "--limit"}
 
 
-@with_run_options
+@cli_support.with_run_options
 def synthesize_command(
     ctx: typer.Context,
     personas: Annotated[
@@ -42,12 +33,12 @@ def synthesize_command(
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N personas.")] = None,
     *,
-    run_options: RunOptions,
+    run_options: cli_support.RunOptions,
 ) -> None:
     """Write task items (math, instruction, knowledge, npc, tool) from each persona's view."""
     if task is None and not run_options.resume:
-        fail(f"--task is required for a new run: one of {', '.join(TASKS)}")
-    as_started = resuming_as_started(ctx, run_options.resume)
+        cli_support.fail(f"--task is required for a new run: one of {', '.join(TASKS)}")
+    as_started = cli_support.resuming_as_started(ctx, run_options.resume)
     context = None
     if not as_started:
         task = task or SynthesisContext().task
@@ -64,6 +55,6 @@ def synthesize_command(
         ["personas", summary.personas], ["items", summary.items], ["rejects", summary.rejects],
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in summary.seconds.items()],
     ]  # fmt: skip
-    console.print(f"[green]done[/] {summary.run_dir}/{ITEMS}")
-    stdout.print(table(f"synthesize {summary.task}", ["", "count"], rows))
-    report_run(summary.run_dir, run_options)
+    cli_support.console.print(f"[green]done[/] {summary.run_dir}/{ITEMS}")
+    cli_support.stdout.print(cli_support.table(f"synthesize {summary.task}", ["", "count"], rows))
+    cli_support.report_run(summary.run_dir, run_options)

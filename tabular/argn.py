@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from synthgraph.tabular.constraints import Constraint, ConstraintError, Constraints
+from synthgraph.tabular.dp import DPConfig, privacy_record, train_private
 from synthgraph.tabular.encoding import EncodingOptions, TableEncoder
 from synthgraph.tabular.encoding.categorical import RARE_MODES
 from synthgraph.tabular.encoding.numeric import protected_bounds
@@ -75,8 +76,14 @@ class _FlatPart:
         self.net = net
 
     @classmethod
-    def create(cls, frame: pd.DataFrame, options: EncodingOptions, dropout: float) -> _FlatPart:
-        encoder = TableEncoder.fit(frame, options)
+    def create(
+        cls,
+        frame: pd.DataFrame,
+        options: EncodingOptions,
+        dropout: float,
+        dp: DPConfig | None = None,
+    ) -> _FlatPart:
+        encoder = TableEncoder.fit(frame, options, dp.analysis_noise() if dp else None)
         config = NetConfig(
             cardinalities=encoder.cardinalities,
             column_of_sub=encoder.column_of_sub,
@@ -86,10 +93,24 @@ class _FlatPart:
         return cls(encoder, ARGNNet(config))
 
     def fit(
-        self, frame: pd.DataFrame, config: TrainConfig, progress: ProgressCallback | None
+        self,
+        frame: pd.DataFrame,
+        config: TrainConfig,
+        progress: ProgressCallback | None,
+        dp: DPConfig | None = None,
     ) -> dict[str, Any]:
         codes = torch.from_numpy(self.encoder.encode(frame))
         n_columns = len(self.encoder.columns)
+        if dp is not None:
+            return train_private(
+                self.net,
+                codes,
+                summed_cross_entropy,
+                lambda generator: _random_rank(n_columns, generator),
+                config,
+                dp,
+                progress,
+            )
 
         def loss_of(batch: np.ndarray, generator: torch.Generator) -> torch.Tensor:
             rows = codes[torch.from_numpy(batch)]
@@ -193,6 +214,8 @@ class TabularARGN:
         self.constraints: Constraints | None = None
         self.source_violations: dict[str, int] = {}
         """Rows of the training table that break each constraint (allowed there, counted)."""
+        self.privacy: dict[str, Any] | None = None
+        """What a differentially private fit spent (ε, δ, noise; see `synthgraph.tabular.dp`)."""
 
     @property
     def is_sequential(self) -> bool:
@@ -206,17 +229,30 @@ class TabularARGN:
         context_key: str | None = None,
         progress: ProgressCallback | None = None,
         constraints: list[Constraint] | None = None,
+        dp: DPConfig | None = None,
     ) -> Self:
         """Train on `data`; with `context_key`, `data` is an event table keyed by that column.
 
         `constraints` (flat tables) hold in every sample; see `synthgraph.tabular.constraints`.
+        `dp` makes a flat fit (ε, δ)-differentially private for every row, its value analysis
+        included; then `max_epochs` is the plan the noise is sized for, trained in full with no
+        validation rows. See `synthgraph.tabular.dp`.
         """
+        if dp is not None and context_key is not None:
+            raise ValueError(
+                "differential privacy covers flat tables only: the sequential model's LSTM "
+                "has no per-entity gradients in Opacus"
+            )
+        if dp is not None and constraints:
+            raise ValueError(
+                "constraints learn from the data without noise: leave them out of a private fit"
+            )
         if self.train_config.num_threads:
             torch.set_num_threads(self.train_config.num_threads)
         # Seed before the networks are built, so their initial weights repeat too.
         seed_everything(self.train_config.seed)
         data = _string_columns(data)
-        self.constraints, self.source_violations = None, {}
+        self.constraints, self.source_violations, self.privacy = None, {}, None
         if context_key is None:
             if context is not None:
                 raise ValueError("a context table needs context_key")
@@ -224,10 +260,12 @@ class TabularARGN:
                 self.constraints = Constraints.fit(constraints, data, self.options.rare_min_count)
                 self.source_violations = self.constraints.violations(data)
                 data = data.drop(columns=self.constraints.derived)
-            self.flat = _FlatPart.create(data, self.options, self.dropout)
+            self.flat = _FlatPart.create(data, self.options, self.dropout, dp)
             if self.constraints is not None:
                 self.constraints.mask(self.flat.encoder)  # refuses unusable ones before training
-            self.summary = {"flat": self.flat.fit(data, self.train_config, progress)}
+            self.summary = {"flat": self.flat.fit(data, self.train_config, progress, dp)}
+            if dp is not None:
+                self.privacy = privacy_record(dp, self.summary["flat"])
             return self
         if constraints:
             raise ConstraintError("constraints are for flat tables, not sequential ones")
@@ -557,6 +595,7 @@ class TabularARGN:
             "summary": _json_safe(self.summary),
             "constraints": None if self.constraints is None else self.constraints.to_dict(),
             "source_violations": self.source_violations,
+            "privacy": self.privacy,
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -584,6 +623,7 @@ class TabularARGN:
         if meta.get("constraints") is not None:
             model.constraints = Constraints.from_dict(meta["constraints"])
         model.source_violations = meta.get("source_violations", {})
+        model.privacy = meta.get("privacy")
         return model
 
 

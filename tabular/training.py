@@ -100,16 +100,7 @@ def train(
             nn.utils.clip_grad_norm_(module.parameters(), 5.0)
             optimizer.step()
             running += loss.item()
-            if progress is not None:
-                progress(
-                    {
-                        "epoch": epoch,
-                        "max_epochs": config.max_epochs,
-                        "step": step + 1,
-                        "steps_per_epoch": steps_per_epoch,
-                        "train_loss": running / (step + 1),
-                    }
-                )
+            report_step(progress, config, epoch, step, steps_per_epoch, running / (step + 1))
             if time.monotonic() > deadline:
                 timed_out = True
                 break
@@ -149,6 +140,27 @@ def train(
         "seconds": round(time.monotonic() - started, 2),
         "history": history,
     }
+
+
+def report_step(
+    progress: ProgressCallback | None,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    steps_per_epoch: int,
+    train_loss: float,
+) -> None:
+    """The progress event of one optimizer step (`step` counts from 0)."""
+    if progress is not None:
+        progress(
+            {
+                "epoch": epoch,
+                "max_epochs": config.max_epochs,
+                "step": step + 1,
+                "steps_per_epoch": steps_per_epoch,
+                "train_loss": train_loss,
+            }
+        )
 
 
 @torch.no_grad()

@@ -20,7 +20,8 @@ ALLOWED = {
     "agents": {"agents", "tools", "prompts", "tabular"},
     "graphs": set(FOLDERS),
 }
-TABULAR_THIRD_PARTY = {"torch", "numpy", "pandas", "safetensors"}
+# opacus: DP-SGD on torch (the `dp` extra), imported only when a fit asks for privacy.
+TABULAR_THIRD_PARTY = {"torch", "numpy", "pandas", "safetensors", "opacus"}
 # Every feature is a package graphs/<feature>/ with these four parts (issue 15).
 FEATURES = ("personas", "synthesis", "agentinstruct", "retrieval", "sampling", "tabular")
 FEATURE_PARTS = ("graph.py", "job.py", "cli.py", "tool.py")

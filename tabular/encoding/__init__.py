@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from synthgraph.tabular.dp import CountNoise
 from synthgraph.tabular.encoding import categorical, datetime, numeric
 
 MODULES: dict[str, ModuleType] = {
@@ -56,8 +57,16 @@ def column_kind(values: pd.Series) -> str:
     return "categorical"
 
 
-def analyze_column(values: pd.Series, options: EncodingOptions) -> dict[str, Any]:
+def analyze_column(
+    values: pd.Series, options: EncodingOptions, noise: CountNoise | None = None
+) -> dict[str, Any]:
+    """The column's statistics; with `noise`, differentially private (see `synthgraph.tabular.dp`)."""
     kind = column_kind(values)
+    if noise is not None and kind == "datetime":
+        raise ValueError(
+            f"column {values.name!r}: differential privacy does not cover datetime columns; "
+            "convert them to numbers or leave them out"
+        )
     if kind == "numeric":
         return numeric.analyze(
             values,
@@ -65,9 +74,12 @@ def analyze_column(values: pd.Series, options: EncodingOptions) -> dict[str, Any
             max_discrete=options.max_discrete,
             max_digit_positions=options.max_digit_positions,
             n_bins=options.n_bins,
+            noise=noise,
         )
     if kind == "categorical":
-        return categorical.analyze(values, rare_min_count=options.rare_min_count, rare=options.rare)
+        return categorical.analyze(
+            values, rare_min_count=options.rare_min_count, rare=options.rare, noise=noise
+        )
     return MODULES[kind].analyze(values, rare_min_count=options.rare_min_count)
 
 
@@ -90,9 +102,13 @@ class TableEncoder:
                 self.column_of_sub.append(index)
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, options: EncodingOptions) -> TableEncoder:
+    def fit(
+        cls, frame: pd.DataFrame, options: EncodingOptions, noise: CountNoise | None = None
+    ) -> TableEncoder:
+        """Statistics of every column; `noise` (private fits) is shared evenly by the columns."""
         columns = [str(c) for c in frame.columns]
-        stats = {str(c): analyze_column(frame[c], options) for c in frame.columns}
+        share = noise.split(len(columns)) if noise is not None and columns else None
+        stats = {str(c): analyze_column(frame[c], options, share) for c in frame.columns}
         return cls(columns=columns, stats=stats)
 
     @property

@@ -8,6 +8,10 @@ reproduce it. A drawn rare token comes back as the `rare` mode says:
 - `token`: the marker `RARE_VALUE`;
 - `missing`: a missing value.
 Models saved before the mode existed keep `token`.
+
+With `noise` (private fits, see `synthgraph.tabular.dp`) the counts are Laplace-noised first:
+a category is kept if its noisy count passes the noise's threshold, and its noisy count is
+its weight; missing cells are one more count, and the rare token is always allowed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+
+from synthgraph.tabular.dp import CountNoise
 
 MISSING = 0
 RARE = 1
@@ -33,18 +39,35 @@ def _as_key(value: Any) -> Any:
     return str(value)
 
 
-def analyze(values: pd.Series, rare_min_count: int = 5, rare: str = "sample") -> dict[str, Any]:
+def analyze(
+    values: pd.Series,
+    rare_min_count: int = 5,
+    rare: str = "sample",
+    noise: CountNoise | None = None,
+) -> dict[str, Any]:
     present = values.dropna()
     counts = present.map(_as_key).value_counts(sort=True)
-    frequent = [key for key, count in counts.items() if count >= rare_min_count]
+    n_missing = int(values.isna().sum())
+    if noise is None:
+        frequent = [key for key, count in counts.items() if count >= rare_min_count]
+        kept = [int(counts[key]) for key in frequent]
+        has_missing, has_rare = n_missing > 0, len(frequent) < len(counts)
+    else:
+        # One histogram, each row in one cell (a value or missing): its noise costs ε once.
+        noisy = noise.counts(np.append(counts.to_numpy(), n_missing))
+        threshold = noise.threshold(rare_min_count)
+        order = np.argsort(-noisy[:-1], kind="stable")
+        frequent = [counts.index[i] for i in order if noisy[i] >= threshold]
+        kept = [round(float(noisy[i])) for i in order if noisy[i] >= threshold]
+        has_missing, has_rare = bool(noisy[-1] >= threshold), True
     return {
         "kind": "categorical",
         "dtype": str(values.dtype),
         "categories": frequent,
-        "counts": [int(counts[key]) for key in frequent],
+        "counts": kept,
         "rare": rare,
-        "has_missing": bool(values.isna().any()),
-        "has_rare": bool(len(frequent) < len(counts)),
+        "has_missing": bool(has_missing),
+        "has_rare": bool(has_rare),
     }
 
 

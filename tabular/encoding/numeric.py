@@ -11,6 +11,9 @@
 Before digit or binned encoding every value is clipped to protected bounds: the
 k-th smallest and k-th largest value, never the extremes, so a single outlier
 can neither be learned nor leak through the decoder.
+
+With `noise` (private fits) every statistic comes from noisy histograms instead: see
+`private_analysis` and `synthgraph.tabular.dp`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from synthgraph.tabular.dp import GRID_CELLS, TAIL, CountNoise
 
 MISSING = 0
 RARE = 1
@@ -52,6 +57,7 @@ def analyze(
     max_digit_positions: int = 2,
     n_bins: int = 100,
     encoding: str = "auto",
+    noise: CountNoise | None = None,
 ) -> dict[str, Any]:
     numbers = pd.to_numeric(values, errors="coerce").astype(float)
     present = numbers.dropna().to_numpy()
@@ -60,6 +66,8 @@ def analyze(
         "dtype": str(values.dtype),
         "has_missing": bool(numbers.isna().any()),
     }
+    if noise is not None:
+        return private_analysis(present, len(numbers), stats, noise, rare_min_count, n_bins)
     if len(present) == 0:
         return {**stats, "encoding": "discrete", "values": []}
     decimals = _decimals(present)
@@ -89,6 +97,93 @@ def analyze(
     # An edge repeated by several quantiles is a mass point: it gets its own bin.
     points = [float(e) for e, r in zip(edges, repeats, strict=True) if r > 1]
     return {**stats, "encoding": "binned", "edges": [float(e) for e in edges], "points": points}
+
+
+LOG2_RANGE = 64
+"""Powers of two -2^64 .. 2^64 bound a column under privacy; further values are clipped."""
+SPURIOUS = 0.001
+"""How often an empty power of two may pass as a bound, at most."""
+
+
+def private_analysis(
+    present: np.ndarray,
+    n_rows: int,
+    stats: dict[str, Any],
+    noise: CountNoise,
+    rare_min_count: int,
+    n_bins: int,
+) -> dict[str, Any]:
+    """Binned statistics from three noisy histograms, each a third of the column's budget.
+
+    1. Bounds and missing: rows per signed power of two (plus zero, plus missing); the bounds
+       are the outermost powers of two whose noisy count passes `rare_min_count` and a
+       threshold no empty bucket passes but once in `1 / SPURIOUS` columns (else the fullest
+       power of two). A column has missing values if their noisy count passes it too.
+    2. Decimals: rows per number of decimals they need; the most that passes (else 0).
+    3. Edges: rows per cell of up to `GRID_CELLS` equal cells between the bounds; the bin
+       edges are quantiles of its noisy cumulative counts (negative counts taken as 0, outer
+       cells an empty cell would pass once in two columns dropped), between the `TAIL`
+       quantiles.
+
+    `n_rows` (missing cells included) is public, as in DP-SGD; the count of present values
+    is not.
+    """
+    noise = noise.split(3)
+    # 4 * LOG2_RANGE + 1 buckets: negatives (largest magnitude first), zero, positives.
+    exponent = np.floor(np.log2(np.abs(present), where=present != 0, out=np.zeros(len(present))))
+    exponent = np.clip(exponent, -LOG2_RANGE, LOG2_RANGE - 1).astype(int) + LOG2_RANGE
+    bucket = np.where(present > 0, 2 * LOG2_RANGE + 1 + exponent, 2 * LOG2_RANGE - 1 - exponent)
+    bucket = np.where(present == 0, 2 * LOG2_RANGE, bucket)
+    lows = np.concatenate(
+        [
+            -(2.0 ** np.arange(LOG2_RANGE, -LOG2_RANGE, -1)),
+            [0.0],
+            2.0 ** np.arange(-LOG2_RANGE, LOG2_RANGE),
+        ]
+    )
+    highs = np.concatenate(
+        [
+            -(2.0 ** np.arange(LOG2_RANGE - 1, -LOG2_RANGE - 1, -1)),
+            [0.0],
+            2.0 ** np.arange(-LOG2_RANGE + 1, LOG2_RANGE + 1),
+        ]
+    )
+    n_missing = n_rows - len(present)
+    noisy = noise.counts(np.append(np.bincount(bucket, minlength=len(lows)), n_missing))
+    threshold = max(rare_min_count, noise.bucket_threshold(len(noisy), SPURIOUS))
+    stats["has_missing"] = bool(noisy[-1] >= threshold)
+    fullest = int(np.argmax(noisy[:-1]))
+    first, last = noise.outermost(noisy[:-1], threshold) or (fullest, fullest)
+    lo, hi = float(lows[first]), float(highs[last])
+
+    needed = np.full(len(present), MAX_DECIMALS)
+    for decimals in range(MAX_DECIMALS, -1, -1):
+        scaled = present * 10.0**decimals
+        exact = np.isclose(scaled, np.round(scaled), rtol=0, atol=1e-6 * max(1.0, 10.0**decimals))
+        needed[exact] = decimals
+    noisy = noise.counts(np.bincount(needed, minlength=MAX_DECIMALS + 1))
+    enough = np.flatnonzero(noisy >= noise.bucket_threshold(len(noisy), SPURIOUS))
+    stats["decimals"] = int(enough[-1]) if len(enough) else 0
+
+    n_cells = int(np.clip(n_rows * noise.epsilon / 4, 8, GRID_CELLS))
+    grid = np.linspace(lo, hi, n_cells + 1)
+    cells = np.clip(np.searchsorted(grid, present, side="right") - 1, 0, n_cells - 1)
+    noisy = np.clip(noise.counts(np.bincount(cells, minlength=n_cells)), 0.0, None)
+    # The bounds are coarse (powers of two): the outer cells are often empty, and their noise
+    # would stretch the range.
+    first, last = noise.outermost(noisy, noise.bucket_threshold(n_cells, 0.5)) or (0, n_cells - 1)
+    noisy[:first], noisy[last + 1 :] = 0.0, 0.0
+    cumulative = np.concatenate([[0.0], np.cumsum(noisy)]) / max(noisy.sum(), 1e-12)
+    quantiles = np.clip(np.linspace(0, 1, n_bins + 1), TAIL, 1 - TAIL)
+    edges = np.unique(np.interp(quantiles, cumulative, grid))
+    return {
+        **stats,
+        "min": float(edges[0]),
+        "max": float(edges[-1]),
+        "encoding": "binned",
+        "edges": [float(e) for e in edges],
+        "points": [],
+    }
 
 
 def _digit_names(stats: dict[str, Any]) -> list[str]:

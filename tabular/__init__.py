@@ -1,6 +1,6 @@
 """TabularARGN: synthetic tables from an any-order autoregressive network (arXiv 2501.12012).
 
-Only torch, numpy, pandas and safetensors are used here; the jobs, command, tools
+Only torch, numpy, pandas and safetensors are used here (and opacus for a DP fit); the jobs, command, tools
 and graph that use this package live in `synthgraph.graphs.tabular`.
 """
 

@@ -13,6 +13,9 @@
 - given an entity key (event tables), sequence lengths, and the distinct values per entity of
   each column (a cheap view of coherence: how much a column changes within one sequence).
 
+A report that carries a model's privacy record (`tabular report --model`) shows its ε and δ
+first among the figures.
+
 Column names are user data: a file is named by the column's position and its name reduced to
 `[A-Za-z0-9_-]`, and every text in the page is HTML-escaped. Files are written whole and
 replace, never follow, a link planted at their name.
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from synthgraph.tabular.dp import privacy_rows
 from synthgraph.tabular.quality import column_binner, is_number
 
 if TYPE_CHECKING:
@@ -281,7 +285,8 @@ def _write(data: bytes, path: Path) -> None:
 def _page(title: str, report: dict[str, Any], sections: list[Section]) -> str:
     esc = html.escape
     accuracy = report["accuracy"]
-    rows = [(f"{name} accuracy", f"{value:.4f}") for name, value in accuracy.items()]
+    rows = privacy_rows(report["privacy"]) if "privacy" in report else []
+    rows += [(f"{name} accuracy", f"{value:.4f}") for name, value in accuracy.items()]
     dcr = report.get("dcr")
     if dcr is not None:
         rows += [

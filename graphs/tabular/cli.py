@@ -9,7 +9,8 @@ prints the summary; bad input ends it with one line (the root command's `UserErr
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,13 +19,19 @@ from rich.progress import Progress, TaskID
 
 from synthgraph.graphs.cli_support import fail, progress, stdout, table
 from synthgraph.graphs.tabular.job import (
+    DEFAULT_DELTA,
     DEFAULT_EPOCHS,
+    DEFAULT_MAX_GRAD_NORM,
     RareMode,
     fit_job,
+    fit_schema_job,
     impute_job,
+    is_schema_model,
     report_job,
     sample_job,
+    sample_schema_job,
 )
+from synthgraph.tabular.dp import privacy_rows
 
 # Old spelling → new (the root command rewrites the old one, with a warning). The seed table
 # of `sample` was `--seed PATH`; it is `--input PATH` now, and `--seed` the random seed.
@@ -39,10 +46,18 @@ Seed = Annotated[int | None, typer.Option(help="Random seed for reproducible res
 
 @app.command("fit")
 def fit_command(
-    data: Annotated[
-        Path, typer.Argument(metavar="DATA", help="Training table (flat, or events with --key).")
-    ],
     model: Annotated[Path, typer.Option("--model", "-m", help="Folder to save the model in.")],
+    data: Annotated[
+        Path | None,
+        typer.Argument(metavar="DATA", help="Training table (flat, or events with --key)."),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of DATA: a JSON or YAML schema of tables linked by foreign keys "
+            "(multi-table; --epochs, --max-minutes, --seed and --threads apply to each table)."
+        ),
+    ] = None,
     context: Annotated[Path | None, typer.Option(help="Context table: one row per entity.")] = None,
     key: Annotated[
         str | None, typer.Option(help="Entity key column of DATA (and of --context).")
@@ -66,17 +81,86 @@ def fit_command(
             "proportion (sample), the marker _RARE_ (token), or missing."
         ),
     ] = "sample",
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="Train with differential privacy (flat tables) at this ε: DP-SGD for the "
+            "planned --epochs on every row, private value analysis (10% of the budget).",
+        ),
+    ] = None,
+    dp_delta: Annotated[
+        float, typer.Option(help="DP δ: keep it well under 1 / rows.")
+    ] = DEFAULT_DELTA,
+    dp_max_grad_norm: Annotated[
+        float, typer.Option(help="DP-SGD per-row gradient clip norm.")
+    ] = DEFAULT_MAX_GRAD_NORM,
 ) -> None:
-    """Train a TabularARGN on DATA and save it to --model (safetensors + JSON)."""
+    """Train a TabularARGN on DATA (or one per table of --schema) and save it to --model."""
+    if (data is None) == (schema is None):
+        fail("give exactly one of DATA and --schema")
     if context is not None and key is None:
         fail("--context needs --key")
+    if schema is not None:
+        if context is not None or key is not None or constraints is not None or dp_epsilon:
+            fail(
+                "--schema takes its keys from the schema: no --context, --key, --constraints or --dp-epsilon"
+            )
+        _fit_schema(schema, model, epochs, max_minutes, seed, threads)
+        return
+    assert data is not None
+    with _fit_progress() as report:
+        summary = fit_job(
+            data,
+            model,
+            context=context,
+            key=key,
+            epochs=epochs,
+            max_minutes=max_minutes,
+            seed=seed,
+            threads=threads,
+            progress=report,
+            constraints=constraints,
+            rare=rare,
+            dp_epsilon=dp_epsilon,
+            dp_delta=dp_delta,
+            dp_max_grad_norm=dp_max_grad_norm,
+        )
+    rows = [
+        [
+            part,
+            s["epochs"],
+            s["best_epoch"],
+            "–" if s["best_val_loss"] is None else f"{s['best_val_loss']:.4f}",
+            s["stop_reason"],
+            s["seconds"],
+        ]
+        for part, s in summary.parts.items()
+    ]
+    stdout.print(
+        table(
+            f"TabularARGN fit of {data.name}",
+            ["part", "epochs", "best", "val loss", "stop", "s"],
+            rows,
+        )
+    )
+    _print_violations(f"constraint breaches in {data.name} (kept)", summary.violations)
+    if summary.privacy is not None:
+        stdout.print(
+            table("differential privacy", ["measure", "value"], privacy_rows(summary.privacy))
+        )
+    stdout.print(f"model → {model}")
+
+
+@contextmanager
+def _fit_progress() -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A progress bar per model part (per table and part, for a schema), from the first step."""
     with ExitStack() as shown:
         bar: Progress | None = None
         tasks: dict[str, TaskID] = {}
 
         def report(event: dict[str, Any]) -> None:
             nonlocal bar
-            stage = event.get("stage", "flat")
+            stage = " ".join(filter(None, [event.get("table"), event.get("stage", "flat")]))
             if "step" not in event:
                 return
             if bar is None:  # from the first step on: input refused before it stays one line
@@ -91,38 +175,34 @@ def fit_command(
                 description=f"fit {stage} (loss {event['train_loss']:.3f})",
             )
 
-        summary = fit_job(
-            data,
+        yield report
+
+
+def _fit_schema(
+    schema: Path,
+    model: Path,
+    epochs: int,
+    max_minutes: float | None,
+    seed: int,
+    threads: int | None,
+) -> None:
+    with _fit_progress() as report:
+        summary = fit_schema_job(
+            schema,
             model,
-            context=context,
-            key=key,
             epochs=epochs,
             max_minutes=max_minutes,
             seed=seed,
             threads=threads,
             progress=report,
-            constraints=constraints,
-            rare=rare,
         )
     rows = [
-        [
-            part,
-            s["epochs"],
-            s["best_epoch"],
-            f"{s['best_val_loss']:.4f}",
-            s["stop_reason"],
-            s["seconds"],
-        ]
-        for part, s in summary.parts.items()
-    ]
-    stdout.print(
-        table(
-            f"TabularARGN fit of {data.name}",
-            ["part", "epochs", "best", "val loss", "stop", "s"],
-            rows,
-        )
-    )
-    _print_violations(f"constraint breaches in {data.name} (kept)", summary.violations)
+        [name, t["parent"] or "–", f"{t['rows']:,}", f"{summary.orphans.get(name, 0):,}",
+         t["epochs"], t["stop_reason"], t["seconds"]]
+        for name, t in summary.tables.items()
+    ]  # fmt: skip
+    columns = ["table", "parent", "rows", "orphans", "epochs", "stop", "s"]
+    stdout.print(table(f"TabularARGN fit of {schema.name}", columns, rows))
     stdout.print(f"model → {model}")
 
 
@@ -136,10 +216,21 @@ def _print_violations(title: str, violations: dict[str, int]) -> None:
 def sample_command(
     model: Annotated[Path, typer.Option("--model", "-m", help="A saved model folder.")],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Synthetic table (.csv, .parquet, .jsonl).")
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Synthetic table (.csv, .parquet, .jsonl); for a multi-table model, a folder "
+            "that gets <table>.csv for each table.",
+        ),
     ],
     rows: Annotated[
-        int | None, typer.Option(min=1, help="Rows (flat) or entities (sequential).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Rows (flat), entities (sequential) or rows per root table (multi-table; "
+            "default: as many as the source).",
+        ),
     ] = None,
     given: Annotated[
         Path | None,
@@ -150,6 +241,11 @@ def sample_command(
     seed: Seed = None,
 ) -> None:
     """Generate synthetic rows, unconditionally (--rows) or for each row of --input."""
+    if is_schema_model(model):
+        if given is not None:
+            fail("--input is for single-table models; a multi-table model samples every table")
+        _sample_schema(model, out, rows, temperature, top_p, seed)
+        return
     if (rows is None) == (given is None):
         fail("give exactly one of --rows and --input")
     summary = sample_job(
@@ -157,6 +253,31 @@ def sample_command(
     )
     _print_violations(f"constraint breaches in {out.name}", summary.violations)
     stdout.print(f"{summary.rows:,} rows → {out}")
+
+
+def _sample_schema(
+    model: Path, out: Path, rows: int | None, temperature: float, top_p: float, seed: int | None
+) -> None:
+    summary = sample_schema_job(
+        model, out, rows=rows, temperature=temperature, top_p=top_p, seed=seed
+    )
+    lines = []
+    for name, check in summary.integrity.items():
+        synthetic, source = check.child_counts, check.source_child_counts
+        per_parent = "–"
+        if synthetic is not None:
+            known = source or {}
+            per_parent = " · ".join(
+                f"{q} {synthetic[q]:.2f} ({known[q]:.2f})"
+                if q in known
+                else f"{q} {synthetic[q]:.2f}"
+                for q in ("mean", "p50", "p90", "max")
+            )
+        lines.append(
+            [name, f"{check.rows:,}", f"{check.orphans:,}", f"{check.duplicate_keys:,}", per_parent]
+        )
+    columns = ["table", "rows", "orphans", "repeated keys", "children per parent (source)"]
+    stdout.print(table(f"multi-table sample → {out}", columns, lines))
 
 
 @app.command("impute")
@@ -188,12 +309,23 @@ def report_command(
     key: Annotated[
         str | None, typer.Option(help="Entity key of event tables (adds sequence plots).")
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="The model that made it: adds its privacy record."),
+    ] = None,
 ) -> None:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
     summary = report_job(
-        synthetic, training, holdout=holdout, report_path=out, html_dir=html, key=key
+        synthetic,
+        training,
+        holdout=holdout,
+        report_path=out,
+        html_dir=html,
+        key=key,
+        model_dir=model,
     )
-    rows = [[name, f"{value:.4f}"] for name, value in summary.accuracy.items()]
+    rows = [list(row) for row in privacy_rows(summary.privacy)] if model is not None else []
+    rows += [[name, f"{value:.4f}"] for name, value in summary.accuracy.items()]
     if summary.dcr_share is not None:
         rows.append(["DCR share", f"{summary.dcr_share:.4f}"])
     stdout.print(table(f"quality of {synthetic.name}", ["metric", "value"], rows))
@@ -202,6 +334,7 @@ def report_command(
     if out is not None:
         stdout.print(f"report → {out}")
     else:
-        stdout.print_json(
-            json.dumps({"accuracy": summary.accuracy, "dcr_share": summary.dcr_share})
-        )
+        shown: dict[str, Any] = {"accuracy": summary.accuracy, "dcr_share": summary.dcr_share}
+        if model is not None:
+            shown["privacy"] = summary.privacy
+        stdout.print_json(json.dumps(shown))

@@ -17,14 +17,19 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from synthgraph.graphs.tabular.job import (
+    DEFAULT_DELTA,
     DEFAULT_EPOCHS,
+    DEFAULT_MAX_GRAD_NORM,
     as_dict,
     fit_job,
+    fit_schema_job,
     report_job,
     sample_job,
+    sample_schema_job,
 )
 from synthgraph.tools.agent_tool import workspace_relative
-from synthgraph.tools.workspace import confine
+from synthgraph.tools.io import InputError
+from synthgraph.tools.workspace import confine, workspace_root
 
 DEFAULT_ROWS = 1000
 DEFAULT_MINUTES = 10.0
@@ -33,8 +38,11 @@ DEFAULT_MINUTES = 10.0
 
 # --- state ----------------------------------------------------------------------
 class TabularInput(TypedDict):
-    training_path: str
+    training_path: NotRequired[str]
     """Training table (.csv, .parquet or .jsonl) inside the workspace."""
+    schema_path: NotRequired[str | None]
+    """Instead of training_path: a JSON or YAML schema of tables linked by foreign keys
+    (multi-table); output_path is then a folder that gets <table>.csv per table."""
     model_dir: str
     output_path: str
     rows: NotRequired[int]
@@ -45,6 +53,10 @@ class TabularInput(TypedDict):
     max_minutes: NotRequired[float]
     seed: NotRequired[int]
     """Random seed of training and sampling."""
+    dp_epsilon: NotRequired[float | None]
+    """Train with differential privacy at this ε (flat tables; see `synthgraph.tabular.dp`)."""
+    dp_delta: NotRequired[float]
+    dp_max_grad_norm: NotRequired[float]
 
 
 class TabularOutput(TypedDict):
@@ -65,19 +77,46 @@ def confine_given(path: str | None) -> Path | None:
 
 # --- nodes ----------------------------------------------------------------------
 def fit(state: TabularState) -> dict[str, Any]:
+    model_dir = confine(state["model_dir"])
+    if state.get("schema_path"):
+        tables = fit_schema_job(
+            confine(state["schema_path"] or ""),
+            model_dir,
+            epochs=state.get("max_epochs", DEFAULT_EPOCHS),
+            max_minutes=state.get("max_minutes", DEFAULT_MINUTES),
+            seed=state.get("seed", 0),
+            within=workspace_root(),
+        )
+        return {"fit": as_dict(tables, workspace_relative)}
+    if not state.get("training_path"):
+        raise InputError("give training_path or schema_path")
     summary = fit_job(
         confine(state["training_path"]),
-        confine(state["model_dir"]),
+        model_dir,
         context=confine_given(state.get("context_path")),
         key=state.get("context_key"),
         epochs=state.get("max_epochs", DEFAULT_EPOCHS),
         max_minutes=state.get("max_minutes", DEFAULT_MINUTES),
         seed=state.get("seed", 0),
+        dp_epsilon=state.get("dp_epsilon"),
+        dp_delta=state.get("dp_delta", DEFAULT_DELTA),
+        dp_max_grad_norm=state.get("dp_max_grad_norm", DEFAULT_MAX_GRAD_NORM),
     )
     return {"fit": as_dict(summary, workspace_relative)}
 
 
 def sample(state: TabularState) -> dict[str, Any]:
+    if state.get("schema_path"):  # the integrity of the keys is the multi-table report
+        tables = sample_schema_job(
+            confine(state["model_dir"]),
+            confine(state["output_path"]),
+            rows=state.get("rows", DEFAULT_ROWS),
+            seed=state.get("seed", 0),
+        )
+        return {
+            "output_path": workspace_relative(tables.output_dir),
+            "metrics": as_dict(tables, workspace_relative),
+        }
     summary = sample_job(
         confine(state["model_dir"]),
         confine(state["output_path"]),
@@ -88,10 +127,13 @@ def sample(state: TabularState) -> dict[str, Any]:
 
 
 def report(state: TabularState) -> dict[str, Any]:
+    if state.get("schema_path"):
+        return {}  # `sample` reported the multi-table integrity already
     summary = report_job(
         confine(state["output_path"]),
         confine(state["training_path"]),
         holdout=confine_given(state.get("holdout_path")),
+        model_dir=confine(state["model_dir"]),  # its privacy record joins the metrics
     )
     return {"metrics": as_dict(summary, workspace_relative)}
 

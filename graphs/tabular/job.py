@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from synthgraph.tabular import TabularARGN, quality_report
 from synthgraph.tabular.argn import META_FILE
@@ -27,10 +28,20 @@ from synthgraph.tabular.constraints import (
     check_columns,
     constraint_from_dict,
 )
+from synthgraph.tabular.dp import DEFAULT_DELTA, DEFAULT_MAX_GRAD_NORM, DPConfig
 from synthgraph.tabular.encoding.categorical import RareMode
+from synthgraph.tabular.multitable import (
+    SCHEMA_FILE,
+    MultiTableModel,
+    Schema,
+    TableIntegrity,
+    check_integrity,
+    fit_schema,
+)
 from synthgraph.tabular.training import DEFAULT_EPOCHS, ProgressCallback
 from synthgraph.tools.io import InputError, read_table, reading, write_json, write_table
 from synthgraph.tools.tabular_plots import write_report_html
+from synthgraph.tools.workspace import confine
 
 
 @dataclass
@@ -47,6 +58,8 @@ class FitSummary:
     """Training summary per part ("flat", or "context" and "events"), without the loss history."""
     violations: dict[str, int] = field(default_factory=dict)
     """Training rows breaking each constraint (allowed there, only counted)."""
+    privacy: dict[str, Any] | None = None
+    """A private fit's spent ε, δ and noise (see `synthgraph.tabular.dp`); None: not private."""
 
 
 @dataclass
@@ -75,14 +88,37 @@ class ReportSummary:
     """The full report (per column and pair), when one was asked for."""
     html_path: Path | None
     """The report as pictures (report.html beside its PNGs), when one was asked for."""
+    privacy: dict[str, Any] | None = None
+    """The model's differential privacy record, when a private model was given."""
+
+
+@dataclass
+class SchemaFitSummary:
+    model_dir: Path
+    tables: dict[str, dict[str, Any]]
+    """Per table: rows, epochs, stop reason, seconds, and its parent (None: a root table)."""
+    orphans: dict[str, int]
+    """Training rows dropped per table because their foreign key matched no parent row."""
+
+
+@dataclass
+class SchemaSampleSummary:
+    output_dir: Path
+    tables: dict[str, Path]
+    integrity: dict[str, TableIntegrity]
+    """Per table: rows, repeated keys and orphans (0 by construction), and child counts per
+    parent row, synthetic beside the source's."""
 
 
 def as_dict(summary: Any, path: Callable[[Path], str] = str) -> dict[str, Any]:
     """A summary as plain data; `path` writes its paths (tool and graph: workspace-relative)."""
-    return {
-        name: path(value) if isinstance(value, Path) else value
-        for name, value in asdict(summary).items()
-    }
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return path(value) if isinstance(value, Path) else value
+
+    return plain(asdict(summary))
 
 
 def fit_job(
@@ -98,9 +134,13 @@ def fit_job(
     progress: ProgressCallback | None = None,
     constraints: Path | None = None,
     rare: RareMode = "sample",
+    dp_epsilon: float | None = None,
+    dp_delta: float = DEFAULT_DELTA,
+    dp_max_grad_norm: float = DEFAULT_MAX_GRAD_NORM,
 ) -> FitSummary:
     """Train a TabularARGN on `data` (an event table keyed by `key`, with an optional `context`
-    table) and save it to `model_dir`; a flat model honours the `constraints` file's rules."""
+    table) and save it to `model_dir`; a flat model honours the `constraints` file's rules.
+    With `dp_epsilon` a flat fit is (ε, δ)-differentially private (`synthgraph.tabular.dp`)."""
     frame = _read(data, need_rows=True)
     context_frame = _read(context, need_rows=True) if context is not None else None
     rules = read_constraints(constraints, frame) if constraints is not None else None
@@ -108,6 +148,7 @@ def fit_job(
         max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads, rare=rare
     )
     with _refused_input():
+        dp = None if dp_epsilon is None else DPConfig(dp_epsilon, dp_delta, dp_max_grad_norm)
         try:
             model.fit(
                 frame,
@@ -115,6 +156,7 @@ def fit_job(
                 context_key=key,
                 progress=progress,
                 constraints=rules,
+                dp=dp,
             )
         except ConstraintError as error:  # a rule the table cannot honour: the file's fault
             raise InputError(f"{constraints}: {error}") from error
@@ -134,6 +176,99 @@ def fit_job(
         seconds=main["seconds"],
         parts=parts,
         violations=model.source_violations,
+        privacy=model.privacy,
+    )
+
+
+def fit_schema_job(
+    schema_path: Path,
+    model_dir: Path,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    max_minutes: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+    within: Path | None = None,
+) -> SchemaFitSummary:
+    """Fit one model per table of a multi-table schema (`synthgraph.tabular.multitable`) and
+    save them to `model_dir`; `within` confines the schema's table paths (tool and graph)."""
+    schema, tables = read_schema(schema_path, within=within)
+    with _refused_input():
+        model = fit_schema(
+            schema,
+            tables,
+            progress=progress,
+            max_epochs=epochs,
+            max_minutes=max_minutes,
+            seed=seed,
+            num_threads=threads,
+        )
+    model.save(model_dir)
+    fitted = {}
+    for name, table_model in model.models.items():
+        part = table_model.summary.get("flat") or table_model.summary["events"]
+        parent = schema.parent(name)
+        fitted[name] = {
+            "rows": model.rows[name],
+            "parent": None if parent is None else parent.name,
+            **{k: part[k] for k in ("epochs", "stop_reason", "seconds")},
+        }
+    return SchemaFitSummary(model_dir=model_dir, tables=fitted, orphans=model.orphans)
+
+
+def read_schema(path: Path, within: Path | None = None) -> tuple[Schema, dict[str, pd.DataFrame]]:
+    """A schema file (JSON, or YAML by extension) and its tables, read from paths relative to
+    it (each confined to `within` when given); anything wrong is an `InputError`."""
+    with reading(path):
+        text = path.read_bytes().decode("utf-8")
+        try:
+            data = yaml.safe_load(text) if path.suffix.lower() in {".yaml", ".yml"} else None
+        except yaml.YAMLError as error:
+            raise InputError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from error
+        if data is None:
+            data = json.loads(text)
+    with _refused_input():
+        schema = Schema.from_dict(data, source=str(path), base=path.parent)
+    tables = {}
+    for name, spec in schema.tables.items():
+        if spec.path is None:
+            raise InputError(f"{path}: table {name!r} has no path")
+        table_path = spec.path if within is None else confine(spec.path, root=within)
+        tables[name] = _read(table_path, need_rows=True)
+    return schema, tables
+
+
+def is_schema_model(model_dir: Path) -> bool:
+    """Whether `model_dir` holds a multi-table model (saved by `fit_schema_job`)."""
+    return (model_dir / SCHEMA_FILE).is_file()
+
+
+def sample_schema_job(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    rows: int | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> SchemaSampleSummary:
+    """Sample every table of a multi-table model into `out_dir/<table>.csv`: `rows` rows per
+    root table (default: as many as its source), then the children of those rows."""
+    try:
+        model = MultiTableModel.load(model_dir)
+    except (ValueError, KeyError, OSError) as error:
+        raise InputError(f"{model_dir}: not a readable multi-table model ({error})") from error
+    with _refused_input():
+        synthetic = model.sample(rows, seed=seed, temperature=temperature, top_p=top_p)
+    paths = {}
+    for name, frame in synthetic.items():
+        paths[name] = out_dir / f"{name}.csv"
+        write_table(frame, paths[name])
+    return SchemaSampleSummary(
+        output_dir=out_dir,
+        tables=paths,
+        integrity=check_integrity(model.schema, synthetic, model.source_counts),
     )
 
 
@@ -214,9 +349,12 @@ def report_job(
     report_path: Path | None = None,
     html_dir: Path | None = None,
     key: str | None = None,
+    model_dir: Path | None = None,
 ) -> ReportSummary:
     """Accuracy and (with a holdout) DCR share of `synthetic`; the full report to `report_path`,
-    and its plots with `report.html` to `html_dir` (an event table's `key` adds sequence plots)."""
+    and its plots with `report.html` to `html_dir` (an event table's `key` adds sequence plots).
+    The model in `model_dir`, when given, adds its differential privacy record ("privacy")."""
+    privacy = _load(model_dir).privacy if model_dir is not None else None
     training_table = _read(training, need_rows=True)
     if key is not None and key not in training_table.columns:
         raise InputError(f"{training}: no column {key}")
@@ -234,6 +372,8 @@ def report_job(
         distances=html_dir is not None,
     )
     distances = report.get("dcr", {}).pop("distances", None)
+    if model_dir is not None:
+        report["privacy"] = privacy
     if report_path is not None:
         write_json(report, report_path)
     html_path = None
@@ -252,6 +392,7 @@ def report_job(
         dcr_share=report.get("dcr", {}).get("share"),
         report_path=report_path,
         html_path=html_path,
+        privacy=privacy,
     )
 
 

@@ -15,15 +15,21 @@ from pydantic import BaseModel, Field
 
 from synthgraph.graphs.tabular.graph import DEFAULT_MINUTES, DEFAULT_ROWS, confine_given
 from synthgraph.graphs.tabular.job import (
+    DEFAULT_DELTA,
     DEFAULT_EPOCHS,
+    DEFAULT_MAX_GRAD_NORM,
     as_dict,
     fit_job,
+    fit_schema_job,
     impute_job,
+    is_schema_model,
     report_job,
     sample_job,
+    sample_schema_job,
 )
 from synthgraph.tools.agent_tool import agent_tool, workspace_relative
-from synthgraph.tools.workspace import confine
+from synthgraph.tools.io import InputError
+from synthgraph.tools.workspace import confine, workspace_root
 
 MAX_ROWS = 200_000
 MAX_EPOCHS = 200
@@ -33,8 +39,15 @@ MAX_MINUTES = 60.0
 class FitArgs(BaseModel):
     """Arguments of `fit_tabular_model` (paths are relative to the workspace)."""
 
-    data_path: str = Field(description="Training table (.csv, .parquet or .jsonl).")
+    data_path: str | None = Field(
+        default=None, description="Training table (.csv, .parquet or .jsonl)."
+    )
     model_dir: str = Field(description="Folder to write the model to.")
+    schema_path: str | None = Field(
+        default=None,
+        description="Instead of data_path: a JSON or YAML schema of tables linked by foreign "
+        "keys (multi-table; table paths relative to it, inside the workspace).",
+    )
     context_path: str | None = Field(
         default=None, description="Optional context table, one row per entity."
     )
@@ -50,20 +63,47 @@ class FitArgs(BaseModel):
         description="Optional JSON list of rules sampling must keep (value_set, range, "
         "inequality, fixed_combinations, sum); flat tables only.",
     )
+    dp_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="Train with differential privacy at this epsilon (flat tables, no "
+        "constraints): DP-SGD for max_epochs on every row, private value analysis.",
+    )
+    dp_delta: float = Field(default=DEFAULT_DELTA, gt=0, lt=1, description="DP delta.")
+    dp_max_grad_norm: float = Field(
+        default=DEFAULT_MAX_GRAD_NORM, gt=0, description="DP-SGD per-row gradient clip norm."
+    )
 
 
 def fit_tabular_model(
-    data_path: str,
     model_dir: str,
+    data_path: str | None = None,
+    schema_path: str | None = None,
     context_path: str | None = None,
     context_key: str | None = None,
     max_epochs: int = DEFAULT_EPOCHS,
     max_minutes: float = DEFAULT_MINUTES,
     seed: int = 0,
     constraints_path: str | None = None,
+    dp_epsilon: float | None = None,
+    dp_delta: float = DEFAULT_DELTA,
+    dp_max_grad_norm: float = DEFAULT_MAX_GRAD_NORM,
 ) -> dict[str, Any]:
-    """Train a TabularARGN on a table (and optional context) and save it."""
+    """Train a TabularARGN on a table (and optional context), or one per table of a schema,
+    and save it."""
     out = confine(model_dir)  # outputs first: a refused path costs no work
+    if (data_path is None) == (schema_path is None):
+        raise InputError("give exactly one of data_path and schema_path")
+    if schema_path is not None:
+        schema_summary = fit_schema_job(
+            confine(schema_path),
+            out,
+            epochs=max_epochs,
+            max_minutes=max_minutes,
+            seed=seed,
+            within=workspace_root(),
+        )
+        return as_dict(schema_summary, workspace_relative)
     summary = fit_job(
         confine(data_path),
         out,
@@ -73,6 +113,9 @@ def fit_tabular_model(
         max_minutes=max_minutes,
         seed=seed,
         constraints=confine_given(constraints_path),
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp_delta,
+        dp_max_grad_norm=dp_max_grad_norm,
     )
     return as_dict(summary, workspace_relative)
 
@@ -82,7 +125,8 @@ class GenerateArgs(BaseModel):
 
     model_dir: str = Field(description="Folder of a model saved by fit_tabular_model.")
     output_path: str = Field(
-        description="Where the synthetic table goes (.csv, .parquet or .jsonl)."
+        description="Where the synthetic table goes (.csv, .parquet or .jsonl); for a "
+        "multi-table model, a folder that gets <table>.csv per table."
     )
     rows: int = Field(
         default=DEFAULT_ROWS,
@@ -110,10 +154,18 @@ def generate_synthetic_table(
     top_p: float = 1.0,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Sample synthetic rows from a saved model, optionally conditioned on an input table."""
-    out = confine(output_path)
+    """Sample synthetic rows from a saved model, optionally conditioned on an input table; a
+    multi-table model writes <table>.csv per table into output_path (a folder)."""
+    out, model = confine(output_path), confine(model_dir)
+    if is_schema_model(model):
+        if input_path is not None:
+            raise InputError("input_path is for single-table models")
+        tables = sample_schema_job(
+            model, out, rows=rows, temperature=temperature, top_p=top_p, seed=seed
+        )
+        return as_dict(tables, workspace_relative)
     summary = sample_job(
-        confine(model_dir),
+        model,
         out,
         rows=rows,
         given=confine_given(input_path),
@@ -160,6 +212,9 @@ class ReportArgs(BaseModel):
     context_key: str | None = Field(
         default=None, description="Entity key of event tables; adds sequence plots."
     )
+    model_dir: str | None = Field(
+        default=None, description="Optional model that made the table: adds its privacy record."
+    )
 
 
 def tabular_quality_report(
@@ -169,6 +224,7 @@ def tabular_quality_report(
     report_path: str | None = None,
     html_dir: str | None = None,
     context_key: str | None = None,
+    model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table, and its plots."""
     report_file, pictures = confine_given(report_path), confine_given(html_dir)
@@ -179,6 +235,7 @@ def tabular_quality_report(
         report_path=report_file,
         html_dir=pictures,
         key=context_key,
+        model_dir=confine_given(model_dir),
     )
     return as_dict(summary, workspace_relative)
 

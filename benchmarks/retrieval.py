@@ -1,17 +1,22 @@
-"""Benchmark: Promptagator-style training data → fine-tuned MiniLM on the Debian set.
+"""Benchmark: Promptagator-style training data → fine-tuned MiniLM, on one or more BEIR folders.
 
-The whole loop on a BEIR folder (default `../shared/data/debian-descriptions`
-relative to the repository root):
-generate queries for a seeded random sample of corpus documents (never from
-the queries file) with the embedded model, filter, mine hard negatives, train
-the bi-encoder on unfiltered and on filtered pairs, train a cross-encoder
-reranker, and evaluate on dev (and on test with --test). Every stage is
-resumable: run it again and it continues where it stopped.
+The whole loop on each BEIR folder given to `--data` (default
+`../shared/data/debian-descriptions` relative to the repository root), outputs in
+`--out/<folder name>/`: generate queries for a seeded random sample of corpus documents
+(never from the queries file) with the embedded model, filter, mine hard negatives, train
+the bi-encoder on unfiltered and on filtered pairs, train a cross-encoder reranker, and
+evaluate on dev (and on test with --test). Every stage is resumable: run it again and it
+continues where it stopped. The run ends with one table per collection: BM25, base MiniLM,
+the fine-tuned models and the hybrids (BM25 + dense, reciprocal rank fusion), BM25, base,
+filtered fine-tuned and its hybrid also reranked once a reranker is trained; then the
+minutes per stage.
 
     python benchmarks/retrieval.py                          # the hour: 2,000 documents, dev only,
                                                             # log-prob, reranker and round-trip filters
     python benchmarks/retrieval.py --stages eval --test     # report test once
-    python benchmarks/retrieval.py --data DIR --out OUT     # another BEIR folder
+    python benchmarks/build_manpages.py --out data/manpages-beir
+    python benchmarks/retrieval.py --data ../shared/data/debian-descriptions data/manpages-beir
+    python benchmarks/retrieval.py --data DIR --stages eval # BM25, base and hybrid before training
 """
 
 from __future__ import annotations
@@ -77,18 +82,33 @@ def working_corpus(data: Path, generation: Path, out: Path, size: int, seed: int
     return out
 
 
+FINE_TUNED = "MiniLM fine-tuned, filtered"
+# The first stages the reranker reorders: one per kind of system, so the table shows each
+# with and without it while the cross-encoder runs on four lists, not on every one.
+RERANKED = ("BM25", "MiniLM (base)", FINE_TUNED, f"BM25 + {FINE_TUNED} (RRF)")
+Results = dict[str, list[dict[str, object]]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--data", type=Path, default=DATA, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/"
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[DATA],
+        help="BEIR folders (corpus.jsonl, queries.jsonl, qrels/), one loop and table each",
     )
-    parser.add_argument("--out", type=Path, default=Path("data/bench/retrieval"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/bench/retrieval"), help="outputs: OUT/<folder name>/"
+    )
     parser.add_argument(
         "--docs", type=int, default=2000, help="corpus documents to write queries for"
     )
-    parser.add_argument("--gen-minutes", type=float, default=25.0, help="time budget of generation")
+    parser.add_argument(
+        "--gen-minutes", type=float, default=25.0, help="time budget of generation per collection"
+    )
     parser.add_argument(
         "--logprobs",
         action=argparse.BooleanOptionalAction,
@@ -113,11 +133,26 @@ def main() -> None:
         "--test", action="store_true", help="also evaluate on test (do it once, at the end)"
     )
     args = parser.parse_args()
+    names = [data.name for data in args.data]
+    if len(set(names)) < len(names):
+        parser.error(f"--data folders need distinct names (outputs go to --out/<name>): {names}")
+    tables = {data.name: run_collection(data, args.out / data.name, args) for data in args.data}
+    for name, (results, timings) in tables.items():
+        if results:
+            print_table(name, results, timings, args.out / name)
+
+
+def run_collection(
+    data: Path, out: Path, args: argparse.Namespace
+) -> tuple[Results, dict[str, float]]:
+    """The loop's stages on one BEIR folder, outputs under `out`; returns the eval results
+    (empty without the eval stage) and the timings of every stage run so far."""
+    print(f"== {data.name}")
     stages = set(args.stages.split(","))
-    generation = args.out / "generation"
-    models = args.out / "models"
+    generation = out / "generation"
+    models = out / "models"
     # Stages may run in separate invocations; keep the timings of earlier ones.
-    earlier = args.out / "results.json"
+    earlier = out / "results.json"
     timings: dict[str, float] = (
         json.loads(earlier.read_text()).get("timings", {}) if earlier.exists() else {}
     )
@@ -134,12 +169,12 @@ def main() -> None:
         )
         resume = str(generation) if (generation / "manifest.json").exists() else None
         summary = generate_job(
-            args.data / "corpus.jsonl",
+            data / "corpus.jsonl",
             generation,
             context=context,
             limit=args.docs,
             resume=resume,
-            dedupe_ids=True,  # the Debian corpus repeats a few ids; keep the first copy
+            dedupe_ids=True,  # a corpus may repeat an id (the Debian one does); keep the first
             max_minutes=args.gen_minutes,
             show_progress=False,
         )
@@ -147,10 +182,10 @@ def main() -> None:
         print(
             f"generate: {summary.pairs} pairs, {summary.rejects} rejects, stopped early: {summary.stopped_early}"
         )
-    beir = working_corpus(args.data, generation, args.out / "beir-subset", args.eval_docs)
+    beir = working_corpus(data, generation, out / "beir-subset", args.eval_docs)
     corpus = beir / "corpus.jsonl"
 
-    if "stats" in stages or "filter" in stages:
+    if ("stats" in stages or "filter" in stages) and (generation / "pairs.jsonl").exists():
         print_query_stats(generation, beir)
 
     if "filter" in stages:
@@ -160,7 +195,7 @@ def main() -> None:
             ("filtered", ["logprob", "reranker", "roundtrip"]),
         ):
             summary = filter_job(
-                generation, filters=filters, out=args.out / name, corpus_path=corpus,
+                generation, filters=filters, out=out / name, corpus_path=corpus,
                 keep=args.keep, top_k=args.top_k, negatives=3,
             )  # fmt: skip
             print(f"{name}: {summary.pairs} pairs → {summary.kept} kept, {summary.triples} triples")
@@ -173,7 +208,7 @@ def main() -> None:
     if "train" in stages:
         started = time.monotonic()
         for name in ("unfiltered", "filtered"):
-            triples = load_triples(args.out / name / TRIPLES)
+            triples = load_triples(out / name / TRIPLES)
             report = train_bi_encoder(
                 triples, models / f"minilm-{name}", epochs=args.epochs,
                 learning_rate=args.learning_rate, negatives=args.negatives,
@@ -181,31 +216,36 @@ def main() -> None:
             print(f"train {name}: {report}")
         # InPars-v2's reranker learns from the filtered pairs, as the filtered bi-encoder does.
         report = train_cross_encoder(
-            load_triples(args.out / "filtered" / TRIPLES), models / "reranker", epochs=args.epochs
+            load_triples(out / "filtered" / TRIPLES), models / "reranker", epochs=args.epochs
         )
         print(f"train reranker: {report}")
         timings["train"] = time.monotonic() - started
 
+    results: Results = {}
     if "eval" in stages:
-        systems: dict[str, Path | None] = {
-            "MiniLM (base)": None,
-            "MiniLM fine-tuned, unfiltered": models / "minilm-unfiltered",
-            "MiniLM fine-tuned, filtered": models / "minilm-filtered",
-        }
-        results: dict[str, list[dict[str, object]]] = {}
+        # Models not trained yet are left out, so BM25, base and their hybrid can be
+        # evaluated before (or without) the generation.
+        systems: dict[str, Path | None] = {"MiniLM (base)": None}
+        for name in ("unfiltered", "filtered"):
+            if trained(models / f"minilm-{name}"):
+                systems[f"MiniLM fine-tuned, {name}"] = models / f"minilm-{name}"
+        reranker = models / "reranker" if trained(models / "reranker") else None
         for split in ("dev", "test") if args.test else ("dev",):
             started = time.monotonic()
             results[split] = eval_job(
-                beir, split=split, models=systems, reranker=models / "reranker", rerank_depth=10,
-                rerank=["BM25", "MiniLM fine-tuned, filtered"],
+                beir, split=split, models=systems, reranker=reranker, rerank_depth=10,
+                rerank=list(RERANKED),
             )  # fmt: skip
             timings[f"eval_{split}"] = time.monotonic() - started
-        print_table(results, args.out)
         timings["total"] = sum(v for k, v in timings.items() if k != "total")
-        write_json(
-            {"results": results, "timings": timings, "args": vars(args)}, args.out / "results.json"
-        )
+        write_json({"results": results, "timings": timings, "args": vars(args)}, earlier)
     print(json.dumps({"timings": {k: round(v, 1) for k, v in timings.items()}}))
+    return results, timings
+
+
+def trained(model: Path) -> bool:
+    """Whether a training stage has saved a model in this folder."""
+    return any((model / name).is_file() for name in ("modules.json", "config.json"))
 
 
 def print_query_stats(generation: Path, beir: Path) -> None:
@@ -223,20 +263,29 @@ def print_query_stats(generation: Path, beir: Path) -> None:
     )
 
 
-def print_table(results: dict[str, list[dict[str, object]]], out: Path) -> None:
+def print_table(collection: str, results: Results, timings: dict[str, float], out: Path) -> None:
+    """One collection's table: each first stage, then the same list reranked when it was;
+    the minutes per stage; how many pairs each filter kept."""
     splits = list(results)
+    rows = {row["system"]: i for i, row in enumerate(results[splits[0]])}
+    order = [name for name in rows if not str(name).endswith(" + reranker")]
+    order = [n for name in order for n in (name, f"{name} + reranker") if n in rows]
     print(
-        f"\n{'system':48}"
+        f"\n{collection}\n{'system':48}"
         + "".join(f"{'nDCG@10 ' + s:>14}{'R@100 ' + s:>12}{'MRR@10 ' + s:>13}" for s in splits)
     )
-    for i, row in enumerate(results[splits[0]]):
-        line = f"{row['system']!s:48}"
+    for name in order:
+        line = f"{name!s:48}"
         for split in splits:
-            r = results[split][i]
+            r = results[split][rows[name]]
             line += f"{r['ndcg@10']:>14.4f}{r['recall@100']:>12.4f}{r['mrr@10']:>13.4f}"
         print(line)
+    print("minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in timings.items()))
     for name in ("unfiltered", "filtered"):
-        report = json.loads((out / name / "filter_report.json").read_text())
+        path = out / name / "filter_report.json"
+        if not path.exists():
+            continue
+        report = json.loads(path.read_text())
         kept = (
             ", ".join(f"{f['name']} kept {f['kept']}/{f['before']}" for f in report["filters"])
             or "no filter"

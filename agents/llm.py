@@ -3,7 +3,8 @@
 `get_chat_model(role)` returns a `ChatOpenAI` for any OpenAI-compatible
 endpoint (OpenAI, vLLM, Ollama, llama.cpp), or for the embedded local model
 when no endpoint is configured. `invoke_text` and `invoke_structured` add the
-shared retries, limits and (for structured output) validation with re-asking.
+shared retries, limits and (for structured output) validation with re-asking;
+`ainvoke_text` and `ainvoke_structured` do the same on an event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from functools import lru_cache, partial
+from typing import Any, Generic, TypedDict, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -22,7 +24,12 @@ from pydantic import BaseModel, ValidationError
 
 from synthgraph.agents.batch_api import NO_BATCH_API, batch_http_client
 from synthgraph.agents.local_model import STRONG_MODEL, assemble, local_endpoint
-from synthgraph.agents.resilience import call_with_retries, checked_http_client
+from synthgraph.agents.resilience import (
+    acall_with_retries,
+    call_with_retries,
+    checked_async_http_client,
+    checked_http_client,
+)
 from synthgraph.prompts import fill, load_prompt
 from synthgraph.tools.io import InputError
 from synthgraph.tools.response_cache import CACHE_HIT, ResponseCache, response_cache
@@ -101,6 +108,8 @@ def get_chat_model(
         max_retries=0,  # retries are ours: see synthgraph.agents.resilience
         # A garbage 200 is retried, not taken for a bad record; batch mode answers from batches.
         http_client=batch_http_client() if batch else checked_http_client(),
+        # Built on an event loop (async nodes): that loop's client, so its replies are checked too.
+        http_async_client=None if batch else checked_async_http_client(),
         **kwargs,
     )
 
@@ -171,9 +180,29 @@ def invoke_text(
 ) -> AIMessage:
     """One chat completion with the shared retries and limits."""
     chat = model or get_chat_model(role, **model_kwargs)
-    reply = call_with_retries(
-        lambda: chat.invoke(as_messages(messages)), what=f"{role}.text", record_id=record_id
+    asked = as_messages(messages)
+    reply = call_with_retries(lambda: chat.invoke(asked), what=f"{role}.text", record_id=record_id)
+    return _text_reply(role, reply, chat)
+
+
+async def ainvoke_text(
+    messages: Sequence[MessageLike],
+    *,
+    role: Role = "generator",
+    record_id: str | None = None,
+    model: BaseChatModel | None = None,
+    **model_kwargs: Any,
+) -> AIMessage:
+    """`invoke_text` on an event loop."""
+    chat = model or get_chat_model(role, **model_kwargs)
+    asked = as_messages(messages)
+    reply = await acall_with_retries(
+        lambda: chat.ainvoke(asked), what=f"{role}.text", record_id=record_id
     )
+    return _text_reply(role, reply, chat)
+
+
+def _text_reply(role: Role, reply: Any, chat: BaseChatModel) -> AIMessage:
     assert isinstance(reply, AIMessage)
     record_usage(role, reply, chat)
     return reply
@@ -196,63 +225,135 @@ def invoke_structured(
     `settings.structured_retries`) with the error shown to the model. Parsing
     retries live here because LangGraph's default RetryPolicy skips ValueError.
     """
-    settings = get_settings()
-    method = method or structured_method(settings)
-    chat = model or get_chat_model(role, **model_kwargs)
-    json_schema = schema.model_json_schema()
-    schema_text = json.dumps(json_schema, ensure_ascii=False)
-    conversation = as_messages(messages)
-    runnable: Any
-    if method == "json_mode":
-        # Tell the model the shape, and give llama.cpp the schema so its grammar
-        # constrains decoding to it (other json_mode servers ignore the field).
-        conversation = _with_json_instructions(conversation, schema_text)
-        runnable = chat.bind(response_format={"type": "json_object", "schema": json_schema})
-    elif method == "json_schema":
-        # Parsed here rather than by the client, so a bad reply is re-asked, not raised.
-        response_format = {"name": schema.__name__, "schema": json_schema, "strict": False}
-        runnable = chat.bind(
-            response_format={"type": "json_schema", "json_schema": response_format}
-        )
-    else:
-        runnable = chat.with_structured_output(schema, method=method, include_raw=True)
+    ask = _StructuredAsk(schema, messages, role, record_id, model, method, model_kwargs)
+    while True:
+        if (parsed := ask.take(ask.send())) is not None:
+            return parsed
 
-    errors: list[str] = []
-    raw: str | None = None
-    for _ in range(settings.structured_retries + 1):
-        try:
-            reply = call_with_retries(
-                lambda asked=conversation: runnable.invoke(asked),
-                what=f"{role}.structured",
-                record_id=record_id,
+
+async def ainvoke_structured(
+    schema: type[SchemaT],
+    messages: Sequence[MessageLike],
+    *,
+    role: Role = "generator",
+    record_id: str | None = None,
+    model: BaseChatModel | None = None,
+    method: StructuredMethod | None = None,
+    **model_kwargs: Any,
+) -> SchemaT:
+    """`invoke_structured` on an event loop: the same re-asking, `acall_with_retries`."""
+    ask = _StructuredAsk(schema, messages, role, record_id, model, method, model_kwargs)
+    while True:
+        if (parsed := ask.take(await ask.asend())) is not None:
+            return parsed
+
+
+@lru_cache(maxsize=256)
+def _schema_text(schema: type[BaseModel]) -> str:
+    """The JSON Schema of `schema`, built once (pydantic takes milliseconds per call)."""
+    return json.dumps(schema.model_json_schema(), ensure_ascii=False)
+
+
+class _Labels(TypedDict):
+    what: str
+    record_id: str | None
+
+
+class _StructuredAsk(Generic[SchemaT]):
+    """One structured request, sync or async alike: the bound model, the conversation to
+    send next, and what the replies so far said (each bad one re-asked with its error)."""
+
+    def __init__(
+        self,
+        schema: type[SchemaT],
+        messages: Sequence[MessageLike],
+        role: Role,
+        record_id: str | None,
+        model: BaseChatModel | None,
+        method: StructuredMethod | None,
+        model_kwargs: dict[str, Any],
+    ) -> None:
+        settings = get_settings()
+        method = method or structured_method(settings)
+        self.schema, self.role = schema, role
+        self.labels: _Labels = {"what": f"{role}.structured", "record_id": record_id}
+        self.chat = model or get_chat_model(role, **model_kwargs)
+        self.schema_text = _schema_text(schema)
+        json_schema = json.loads(self.schema_text)  # a copy of its own for the request
+        self.conversation = as_messages(messages)
+        self.runnable: Any
+        if method == "json_mode":
+            # Tell the model the shape, and give llama.cpp the schema so its grammar
+            # constrains decoding to it (other json_mode servers ignore the field).
+            self.conversation = _with_json_instructions(self.conversation, self.schema_text)
+            self.runnable = self.chat.bind(
+                response_format={"type": "json_object", "schema": json_schema}
             )
+        elif method == "json_schema":
+            # Parsed here rather than by the client, so a bad reply is re-asked, not raised.
+            response_format = {"name": schema.__name__, "schema": json_schema, "strict": False}
+            self.runnable = self.chat.bind(
+                response_format={"type": "json_schema", "json_schema": response_format}
+            )
+        else:
+            self.runnable = self.chat.with_structured_output(
+                schema, method=method, include_raw=True
+            )
+        self.tries = settings.structured_retries + 1
+        self.errors: list[str] = []
+        self.raw: str | None = None
+
+    def send(self) -> Any:
+        asked = partial(self.runnable.invoke, self.conversation)
+        with self._cut_guard():
+            return call_with_retries(asked, **self.labels)
+
+    async def asend(self) -> Any:
+        asked = partial(self.runnable.ainvoke, self.conversation)
+        with self._cut_guard():
+            return await acall_with_retries(asked, **self.labels)
+
+    @contextmanager
+    def _cut_guard(self) -> Iterator[None]:
+        """The client's own JSON parsing stopped at max_tokens: fail the record clearly."""
+        try:
+            yield
         except openai.LengthFinishReasonError as length_error:
             choices = length_error.completion.choices
             cut = choices[0].message.content if choices else None
             raise _cut_at_max_tokens(
-                schema, cut or raw, [*errors, "cut at max_tokens"]
+                self.schema, cut or self.raw, [*self.errors, "cut at max_tokens"]
             ) from length_error
-        record_usage(role, reply, chat)
-        parsed, raw, error = _parse(schema, reply)
+
+    def take(self, reply: Any) -> SchemaT | None:
+        """The parsed reply, or None after adding the re-ask to the conversation; raises
+        once every try is spent."""
+        record_usage(self.role, reply, self.chat)
+        parsed, self.raw, error = _parse(self.schema, reply)
         if parsed is not None:
             return parsed
         if finish_reason(reply) == "length":
-            raise _cut_at_max_tokens(schema, raw, [*errors, error])
-        errors.append(error)
-        conversation = [
-            *conversation,
-            AIMessage(content=raw or ""),
-            HumanMessage(
-                content=fill(
-                    load_prompt("common/structured_retry.md"), error=error, schema=schema_text
-                )
-            ),
+            raise _cut_at_max_tokens(self.schema, self.raw, [*self.errors, error])
+        self.errors.append(error)
+        if len(self.errors) == self.tries:
+            raise self._failed()
+        retry = fill(
+            load_prompt("common/structured_retry.md"), error=error, schema=self.schema_text
+        )
+        self.conversation = [
+            *self.conversation,
+            AIMessage(content=self.raw or ""),
+            HumanMessage(content=retry),
         ]
-    raise StructuredOutputError(
-        f"{schema.__name__}: no valid reply after {len(errors)} attempts ({errors[-1]})",
-        raw,
-        errors,
-    )
+        return None
+
+    def _failed(self) -> StructuredOutputError:
+        return StructuredOutputError(
+            f"{self.schema.__name__}: no valid reply after {len(self.errors)} attempts "
+            f"({self.errors[-1]})",
+            self.raw,
+            self.errors,
+        )
 
 
 def _with_json_instructions(messages: list[BaseMessage], schema_text: str) -> list[BaseMessage]:

@@ -52,31 +52,19 @@ def call_seed(*parts: str) -> int:
     return int(content_id(*parts, length=8), 16) % 2**31
 
 
-def persona_from_text(
-    text: str,
-    perspective: str = "read",
-    *,
-    record_id: str | None = None,
-    max_chars: int = 1200,
-    **model_kwargs: Any,
-) -> PersonaDraft:
-    """Text-to-Persona: one person likely to `perspective` (read, write, like, dislike) `text`."""
-    messages = render_messages(
+def text_to_persona_messages(
+    text: str, perspective: str = "read", max_chars: int = 1200
+) -> list[tuple[str, str]]:
+    """Text-to-Persona: ask for one person likely to `perspective` (read, write, like,
+    dislike) `text`. Send with `invoke_structured(PersonaDraft, ...)` or its async twin."""
+    return render_messages(
         "personas/text_to_persona.md", text=clip(text, max_chars), perspective=perspective
     )
-    return invoke_structured(
-        PersonaDraft, messages, role="generator", record_id=record_id, **model_kwargs
-    )
 
 
-def related_persona(
-    persona: str, relation: str, *, record_id: str | None = None, **model_kwargs: Any
-) -> PersonaDraft:
-    """Persona-to-Persona: the `relation` (colleague, patient, ...) of `persona`."""
-    messages = render_messages("personas/persona_to_persona.md", persona=persona, relation=relation)
-    return invoke_structured(
-        PersonaDraft, messages, role="generator", record_id=record_id, **model_kwargs
-    )
+def related_persona_messages(persona: str, relation: str) -> list[tuple[str, str]]:
+    """Persona-to-Persona: ask for the `relation` (colleague, patient, ...) of `persona`."""
+    return render_messages("personas/persona_to_persona.md", persona=persona, relation=relation)
 
 
 # --- synthesis items -------------------------------------------------------------

@@ -11,22 +11,26 @@ retryable, so `--resume` tries that input again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+import weakref
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import httpx
+import httpx2  # the openai client's HTTP library (not httpx)
 import openai
 from typing_extensions import TypedDict  # pydantic (Studio schemas) needs it before Python 3.12
 
 from synthgraph.tools.log import get_logger
+from synthgraph.tools.response_cache import reserving_samples
 from synthgraph.tools.settings import Settings, get_settings
 from synthgraph.tools.usage import current_ledger
 
@@ -37,28 +41,54 @@ _RETRY_STATUS = {408, 409, 429}
 
 
 class RateLimiter:
-    """At most `per_minute` acquisitions per rolling minute (evenly spaced)."""
+    """At most `per_minute` acquisitions per rolling minute (evenly spaced), from threads and
+    event loops alike: a slot is reserved under a lock held for no wait, then waited for."""
 
     def __init__(self, per_minute: float) -> None:
         self.interval = 60.0 / per_minute
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def _reserve(self) -> float:
+        """Take the next slot; how long to wait for it."""
         with self._lock:
             now = time.monotonic()
             wait = self._next - now
             self._next = max(now, self._next) + self.interval
+        return wait
+
+    def acquire(self) -> None:
+        wait = self._reserve()
         if wait > 0:
             time.sleep(wait)
 
+    async def aacquire(self) -> None:
+        wait = self._reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
 
 class Limits:
-    """The process-wide concurrency cap and optional requests-per-minute limiter."""
+    """The process-wide concurrency cap and optional requests-per-minute limiter.
+
+    Threads share one semaphore; each event loop gets its own asyncio semaphore of the same
+    size (an asyncio primitive belongs to one loop). The rate limiter serves both."""
 
     def __init__(self, max_concurrency: int, requests_per_minute: float | None) -> None:
-        self.semaphore = threading.BoundedSemaphore(max(1, max_concurrency))
+        self.size = max(1, max_concurrency)
+        self.semaphore = threading.BoundedSemaphore(self.size)
         self.rate = RateLimiter(requests_per_minute) if requests_per_minute else None
+        self._loop_semaphores: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
+
+    def async_semaphore(self) -> asyncio.Semaphore:
+        """The cap of the running event loop."""
+        loop = asyncio.get_running_loop()
+        semaphore = self._loop_semaphores.get(loop)
+        if semaphore is None:
+            semaphore = self._loop_semaphores[loop] = asyncio.Semaphore(self.size)
+        return semaphore
 
 
 @lru_cache(maxsize=8)
@@ -102,6 +132,21 @@ def not_a_completion(body: bytes) -> str | None:
     return None if choices else "an empty 'choices' list"
 
 
+def check_completion(request: httpx2.Request, response: httpx2.Response, stream: bool) -> None:
+    """Raise `MalformedReplyError` for a read 200 chat-completion response that is not one."""
+    if stream or response.status_code != 200 or not request.url.path.endswith("/chat/completions"):
+        return
+    problem = not_a_completion(response.content)
+    if problem is None:
+        return
+    excerpt = response.content[:200].decode("utf-8", "replace")
+    error = MalformedReplyError(
+        f"the endpoint answered 200 with {problem}: {excerpt!r}", request, body=None
+    )
+    error.raw = response.content.decode("utf-8", "replace")  # the rejects file keeps it
+    raise error
+
+
 class CheckedHttpClient(openai.DefaultHttpxClient):
     """The HTTP client of every chat model: a 200 that is not a completion raises
     `MalformedReplyError` here, instead of a JSON, type or index error deep in the
@@ -109,28 +154,62 @@ class CheckedHttpClient(openai.DefaultHttpxClient):
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         response = super().send(request, **kwargs)
-        if (
-            kwargs.get("stream")
-            or response.status_code != 200
-            or not request.url.path.endswith("/chat/completions")
-        ):
-            return response
-        problem = not_a_completion(response.content)
-        if problem is None:
-            return response
-        excerpt = response.content[:200].decode("utf-8", "replace")
-        response.close()
-        error = MalformedReplyError(
-            f"the endpoint answered 200 with {problem}: {excerpt!r}", request, body=None
-        )
-        error.raw = response.content.decode("utf-8", "replace")  # the rejects file keeps it
-        raise error
+        try:
+            check_completion(request, response, bool(kwargs.get("stream")))
+        except MalformedReplyError:
+            response.close()
+            raise
+        return response
+
+
+class CheckedAsyncHttpClient(openai.DefaultAsyncHttpxClient):
+    """`CheckedHttpClient` for the async path."""
+
+    async def send(self, request: Any, **kwargs: Any) -> Any:
+        response = await super().send(request, **kwargs)
+        try:
+            check_completion(request, response, bool(kwargs.get("stream")))
+        except MalformedReplyError:
+            await response.aclose()
+            raise
+        return response
+
+
+def _pool_limits() -> httpx2.Limits:
+    """A kept-alive connection per request in flight (the SDK keeps 100): a wide fan-out
+    must not reconnect for every request."""
+    size = get_limits().size
+    return httpx2.Limits(max_connections=max(1000, size), max_keepalive_connections=max(100, size))
 
 
 @lru_cache(maxsize=1)
 def checked_http_client() -> CheckedHttpClient:
     """One client for the process: its connection pool is shared by every model object."""
-    return CheckedHttpClient()
+    return CheckedHttpClient(limits=_pool_limits())
+
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CheckedAsyncHttpClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def checked_async_http_client() -> CheckedAsyncHttpClient | None:
+    """The running event loop's client (its connections belong to that loop); None outside one."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    client = _async_clients.get(loop)
+    if client is None:
+        client = _async_clients[loop] = CheckedAsyncHttpClient(limits=_pool_limits())
+    return client
+
+
+async def aclose_http_client() -> None:
+    """Close the running event loop's client, before the loop ends."""
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -179,6 +258,51 @@ def backoff_delay(attempt: int, settings: Settings, error: BaseException | None 
     return random.uniform(ceiling / 2, ceiling)
 
 
+class _Attempts:
+    """The retry policy of one request, shared by the sync and async loops: which limits
+    apply, whether an error is retried and after how long, what is logged."""
+
+    def __init__(self, what: str, record_id: str | None, settings: Settings | None) -> None:
+        self.what, self.record_id = what, record_id
+        self.settings = settings or get_settings()
+        self.limits = get_limits(self.settings)
+        ledger = current_ledger()
+        # In batch mode a request waits for its batch and is never sent: it takes no slot or rate.
+        self.limited = ledger is None or not ledger.batch
+        self.rate = self.limits.rate if self.limited else None
+        self.number = 0
+
+    def succeeded(self) -> None:
+        if self.number:
+            log.info(
+                "llm.recovered", what=self.what, record_id=self.record_id, attempts=self.number + 1
+            )
+
+    def delay_after(self, error: Exception) -> float:
+        """How long to wait before the next try; raises `error` when there is none."""
+        if not is_retryable(error) or self.number >= self.settings.max_retries:
+            log.warning(
+                "llm.failed",
+                what=self.what,
+                record_id=self.record_id,
+                attempts=self.number + 1,
+                error=f"{type(error).__name__}: {error}",
+            )
+            raise error
+        delay = backoff_delay(self.number, self.settings, error)
+        log.warning(
+            "llm.retry",
+            what=self.what,
+            record_id=self.record_id,
+            attempt=self.number + 1,
+            status=getattr(error, "status_code", None),
+            error=type(error).__name__,
+            delay=round(delay, 3),
+        )
+        self.number += 1
+        return delay
+
+
 def call_with_retries(
     call: Callable[[], T],
     *,
@@ -191,43 +315,48 @@ def call_with_retries(
     Raises the last error once `max_retries` retries are spent, or at once for
     errors a retry cannot fix (400, 401, 404, ...).
     """
-    settings = settings or get_settings()
-    limits = get_limits(settings)
-    ledger = current_ledger()
-    # In batch mode a request waits for its batch and is never sent: it takes no slot or rate.
-    limited = ledger is None or not ledger.batch
-    attempt = 0
+    attempts = _Attempts(what, record_id, settings)
+    slot: AbstractContextManager[Any] = (
+        attempts.limits.semaphore if attempts.limited else nullcontext()
+    )
     while True:
-        if limits.rate and limited:
-            limits.rate.acquire()
+        if attempts.rate:
+            attempts.rate.acquire()
         try:
-            with limits.semaphore if limited else nullcontext():
+            with slot:
                 result = call()
-            if attempt:
-                log.info("llm.recovered", what=what, record_id=record_id, attempts=attempt + 1)
-            return result
         except Exception as error:
-            if not is_retryable(error) or attempt >= settings.max_retries:
-                log.warning(
-                    "llm.failed",
-                    what=what,
-                    record_id=record_id,
-                    attempts=attempt + 1,
-                    error=f"{type(error).__name__}: {error}",
-                )
-                raise
-            delay = backoff_delay(attempt, settings, error)
-            log.warning(
-                "llm.retry",
-                what=what,
-                record_id=record_id,
-                attempt=attempt + 1,
-                status=getattr(error, "status_code", None),
-                error=type(error).__name__,
-                delay=round(delay, 3),
-            )
-            time.sleep(delay)
-            attempt += 1
+            time.sleep(attempts.delay_after(error))
+            continue
+        attempts.succeeded()
+        return result
+
+
+async def acall_with_retries(
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    record_id: str | None = None,
+    settings: Settings | None = None,
+) -> T:
+    """`call_with_retries` on an event loop: the same policy, the loop's cap, no thread.
+    A retry keeps the request's sample index in the response cache."""
+    attempts = _Attempts(what, record_id, settings)
+    slot: AbstractAsyncContextManager[Any] = (
+        attempts.limits.async_semaphore() if attempts.limited else nullcontext()
+    )
+    with reserving_samples():
+        while True:
+            if attempts.rate:
+                await attempts.rate.aacquire()
+            try:
+                async with slot:
+                    result = await call()
+            except Exception as error:
+                await asyncio.sleep(attempts.delay_after(error))
+                continue
+            attempts.succeeded()
+            return result
 
 
 class Rejection(TypedDict):

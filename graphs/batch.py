@@ -3,7 +3,9 @@
 Every data command does the same thing: skip what a previous attempt already
 wrote, process the rest concurrently under a cap, write each record's outputs
 in one append (so it is all-or-nothing), send failures to the rejects file
-with the reason, and show a progress bar. That loop is here, once.
+with the reason, and show a progress bar. That loop is here, once, on an event
+loop: the thread executor runs each input's `process` in a thread pool, the
+async executor its `aprocess` as a task (`--executor`, `SYNTHGRAPH_EXECUTOR`).
 
 Exactly once: input ids must be distinct (or `dedupe_ids` keeps the first
 copy), and an id the run already took on must keep its content
@@ -15,22 +17,26 @@ unless `retry_rejects` is off.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import nullcontext
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from rich.progress import Progress, TaskID
 
 from synthgraph.agents.batch_api import collecting
-from synthgraph.agents.resilience import is_retryable
+from synthgraph.agents.resilience import aclose_http_client, is_retryable
 from synthgraph.graphs.cli_support import console, progress
-from synthgraph.tools.io import InputError
+from synthgraph.tools.io import InputError, JsonlWriter
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.runs import Run
-from synthgraph.tools.settings import get_settings
-from synthgraph.tools.usage import Usage, bound
+from synthgraph.tools.settings import Executor, Settings, get_settings
+from synthgraph.tools.usage import Ledger, Usage, bound
 
 Item = TypeVar("Item")
 log = get_logger(__name__)
@@ -85,6 +91,7 @@ def run_batch(
     *,
     item_id: Callable[[Item], str],
     output: str,
+    aprocess: Callable[[Item], Awaitable[list[dict[str, Any]]]] | None = None,
     done_field: str = "source_id",
     content: Callable[[Item], str] = str,
     source: str = "input",
@@ -106,6 +113,9 @@ def run_batch(
     any work for a repeated id (unless `dedupe_ids`) or an id whose content
     changed since the run took it on. Before admitting an input it checks the run's caps
     (`run.ledger`); past one, it admits no more, finishes those in flight and sets `run.stopped`.
+
+    `aprocess`, the same as a coroutine, lets the async executor run the items as tasks on
+    one event loop instead of threads (`executor`: the run's `--executor`, else the settings).
     """
     unique = unique_items(items, item_id, source=source, dedupe=dedupe_ids)
     run.check_inputs({item_id(item): content(item) for item in unique}, source)
@@ -123,73 +133,36 @@ def run_batch(
     )
     ledger = run.ledger
     settings = get_settings()
+    on_loop = executor_for(ledger, settings, has_async=aprocess is not None) == "async"
     # Batch mode: enough inputs at once to fill a batch (their threads only wait).
     workers = max(1, workers or (settings.batch_size if ledger.batch else settings.max_concurrency))
     writer = run.writer(output)
-    spent_before = ledger.total()
-
-    def one(item: Item) -> tuple[str, list[dict[str, Any]] | BaseException]:
-        record_id = item_id(item)
-        structlog.contextvars.bind_contextvars(run_id=run.id, graph=run.graph, record_id=record_id)
-        try:
-            with bound(ledger, record_id):  # the item's LLM calls count in the run's ledger
-                return record_id, process(item)
-        except Exception as error:  # one bad record never ends the run
-            return record_id, error
-        finally:
-            structlog.contextvars.unbind_contextvars("run_id", "graph", "record_id")
-
-    def cap_reached(in_flight: int) -> str | None:
-        """Admit one more input only if it and those in flight fit under the caps, at the
-        mean spend per input of this attempt so far."""
-        spent = ledger.total()
-        done_now = max(1, result.processed)
-        cost = (spent.cost_usd - spent_before.cost_usd) / done_now
-        tokens = (spent.tokens - spent_before.tokens) // done_now
-        return ledger.over_cap(cost * (in_flight + 1), tokens * (in_flight + 1))
-
-    waiting = iter(todo)
-    running: set[Future[tuple[str, list[dict[str, Any]] | BaseException]]] = set()
     try:
         with (
             progress(transient=not show_progress) as bar,
-            ThreadPoolExecutor(workers) as pool,
+            ThreadPoolExecutor(workers) as pool,  # the thread executor's; idle on the async one
             collecting(run) if ledger.batch else nullcontext(),  # closed first: frees the workers
         ):
-            task = bar.add_task(description, total=len(todo))
-            while True:
-                while len(running) < workers and not run.stopped:
-                    item = next(waiting, None)
-                    if item is None:
-                        break
-                    run.stopped = cap_reached(len(running))
-                    if run.stopped:
-                        log.warning("batch.stopped_at_cap", cap=run.stopped, stage=stage)
-                        break
-                    running.add(pool.submit(one, item))
-                if not running:
-                    break
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record_id, outcome = future.result()
-                    if isinstance(outcome, BaseException):
-                        retryable = is_retryable(outcome)
-                        log.warning(
-                            "batch.rejected", record_id=record_id, stage=stage,
-                            error=str(outcome), retryable=retryable,
-                        )  # fmt: skip
-                        run.rejects.reject(record_id, stage, outcome, retryable=retryable)
-                        result.rejected += 1
-                    else:
-                        writer.write_many(outcome)
-                        if outcome:  # no record written: not done, a resume tries it again
-                            done.add(record_id)
-                        result.written += len(outcome)
-                    result.processed += 1
-                    run.save_manifest()  # the spend so far: a kill -9 must not hide it from a cap
-                    bar.advance(task)
-                    if result.processed == ESTIMATE_AFTER < len(todo):
-                        _estimate(ledger.total(), spent_before, len(todo), show_progress)
+            books = _Books(run, result, writer, done, len(todo), stage, show_progress)
+            books.bar, books.task = bar, bar.add_task(description, total=len(todo))
+
+            def in_thread(item: Item) -> _Outcome:
+                with books.working_on(item_id(item)) as outcome:
+                    outcome.records = process(item)
+                return outcome
+
+            async def on_task(item: Item) -> _Outcome:
+                assert aprocess is not None
+                with books.working_on(item_id(item)) as outcome:
+                    outcome.records = await aprocess(item)
+                return outcome
+
+            def start(item: Item) -> Awaitable[_Outcome]:
+                if on_loop:
+                    return on_task(item)
+                return asyncio.get_running_loop().run_in_executor(pool, in_thread, item)
+
+            _run_to_end(_admit_and_settle(todo, start, books, workers))
     finally:
         writer.close()
 
@@ -205,6 +178,186 @@ def run_batch(
     result.inputs_rejected = len(now.all.intersection(ids))
     result.inputs_retryable = len(now.retryable.intersection(ids))
     return result
+
+
+def executor_for(ledger: Ledger, settings: Settings, *, has_async: bool) -> Executor:
+    """The executor of this attempt: `async` only for a job with an async `process`, outside
+    batch mode (whose transport is sync); else `thread`."""
+    chosen = ledger.executor or settings.executor
+    if chosen == "ray":
+        raise InputError(
+            "--executor ray (SYNTHGRAPH_EXECUTOR=ray) is not built yet: use thread or async"
+        )
+    if chosen not in ("thread", "async"):
+        raise InputError(f"unknown executor {chosen!r}: thread or async")
+    if chosen == "async" and has_async and not ledger.batch:
+        return "async"
+    return "thread"
+
+
+def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run`, in a thread of its own when the caller already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(main)
+        return
+    with ThreadPoolExecutor(1) as own:
+        own.submit(asyncio.run, main).result()
+
+
+@dataclass
+class _Outcome:
+    record_id: str
+    records: list[dict[str, Any]] | None = None
+    error: Exception | None = None
+
+
+class _Books:
+    """What every executor keeps alike: the caps before each admission, one append per input,
+    rejects with `retryable`, the manifest after each input, the bar, the ledger binding."""
+
+    bar: Progress
+    task: TaskID
+
+    def __init__(
+        self,
+        run: Run,
+        result: BatchResult,
+        writer: JsonlWriter,
+        done: set[str],
+        todo: int,
+        stage: str,
+        show_progress: bool,
+    ) -> None:
+        self.run, self.result, self.writer, self.done = run, result, writer, done
+        self.todo, self.stage, self.show_progress = todo, stage, show_progress
+        self.spent_before = run.ledger.total()
+
+    def admits(self, in_flight: int) -> bool:
+        """Admit one more input only if it and those in flight fit under the caps, at the
+        mean spend per input of this attempt so far."""
+        ledger = self.run.ledger
+        spent = ledger.total()
+        done_now = max(1, self.result.processed)
+        cost = (spent.cost_usd - self.spent_before.cost_usd) / done_now
+        tokens = (spent.tokens - self.spent_before.tokens) // done_now
+        self.run.stopped = ledger.over_cap(cost * (in_flight + 1), tokens * (in_flight + 1))
+        if self.run.stopped:
+            log.warning("batch.stopped_at_cap", cap=self.run.stopped, stage=self.stage)
+        return not self.run.stopped
+
+    @contextmanager
+    def working_on(self, record_id: str) -> Iterator[_Outcome]:
+        """The input's context (its LLM calls count in the run's ledger, its logs name it);
+        an exception becomes its outcome: one bad record never ends the run."""
+        outcome = _Outcome(record_id)
+        structlog.contextvars.bind_contextvars(
+            run_id=self.run.id, graph=self.run.graph, record_id=record_id
+        )
+        try:
+            with bound(self.run.ledger, record_id):
+                yield outcome
+        except Exception as error:
+            outcome.error = error
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id", "graph", "record_id")
+
+    def settle(self, outcome: _Outcome) -> None:
+        """Write a finished input's records, or its reject; save the manifest."""
+        result, record_id = self.result, outcome.record_id
+        if outcome.error is not None:
+            retryable = is_retryable(outcome.error)
+            log.warning(
+                "batch.rejected", record_id=record_id, stage=self.stage,
+                error=str(outcome.error), retryable=retryable,
+            )  # fmt: skip
+            self.run.rejects.reject(record_id, self.stage, outcome.error, retryable=retryable)
+            result.rejected += 1
+        else:
+            records = outcome.records or []
+            self.writer.write_many(records)
+            if records:  # no record written: not done, a resume tries it again
+                self.done.add(record_id)
+            result.written += len(records)
+        result.processed += 1
+        self.run.save_manifest()  # the spend so far: a kill -9 must not hide it from a cap
+        self.bar.advance(self.task)
+        if result.processed == ESTIMATE_AFTER < self.todo:
+            _estimate(self.run.ledger.total(), self.spent_before, self.todo, self.show_progress)
+
+
+async def _admit_and_settle(
+    todo: Sequence[Item],
+    start: Callable[[Item], Awaitable[_Outcome]],
+    books: _Books,
+    workers: int,
+) -> None:
+    """The one executor loop: keep `workers` inputs in flight (threads or tasks, as `start`
+    makes them) while the caps allow, and settle each as it finishes."""
+    waiting = iter(todo)
+    running: set[asyncio.Future[_Outcome]] = set()
+    try:
+        while True:
+            while len(running) < workers and not books.run.stopped:
+                item = next(waiting, None)
+                if item is None or not books.admits(len(running)):
+                    break
+                running.add(asyncio.ensure_future(start(item)))
+            if not running:
+                return
+            finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for future in finished:
+                # Off the loop: the append and the manifest wait on the disk; in flight go on.
+                await asyncio.to_thread(books.settle, future.result())
+    finally:
+        await aclose_http_client()  # this loop's connections
+
+
+class LoopSaver(BaseCheckpointSaver[Any]):
+    """A sync checkpointer (the run's SQLite or Postgres saver) that `ainvoke` can use too:
+    its async methods run the sync ones in a thread, the one place the async executor keeps
+    threads, since the savers `Run.checkpointer` opens are sync-only."""
+
+    def __init__(self, saver: BaseCheckpointSaver[Any]) -> None:
+        super().__init__(serde=saver.serde)
+        self.saver = saver
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.saver.get_tuple(config)
+
+    def list(self, config: RunnableConfig | None, **kwargs: Any) -> Iterator[CheckpointTuple]:
+        return self.saver.list(config, **kwargs)
+
+    def put(self, config: RunnableConfig, *args: Any) -> RunnableConfig:
+        return self.saver.put(config, *args)
+
+    def put_writes(self, config: RunnableConfig, *args: Any, **kwargs: Any) -> None:
+        self.saver.put_writes(config, *args, **kwargs)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.saver.delete_thread(thread_id)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.saver.get_next_version(current, channel)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.saver.get_tuple, config)
+
+    async def alist(
+        self, config: RunnableConfig | None, **kwargs: Any
+    ) -> AsyncIterator[CheckpointTuple]:
+        for item in await asyncio.to_thread(lambda: [*self.saver.list(config, **kwargs)]):
+            yield item
+
+    async def aput(self, config: RunnableConfig, *args: Any) -> RunnableConfig:
+        return await asyncio.to_thread(self.saver.put, config, *args)
+
+    async def aput_writes(self, config: RunnableConfig, *args: Any, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.saver.put_writes, config, *args, **kwargs)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.saver.delete_thread, thread_id)
 
 
 def _estimate(spent: Usage, before: Usage, inputs: int, show: bool) -> None:

@@ -30,6 +30,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from synthgraph.tools.log import redact
+from synthgraph.tools.settings import Executor
 from synthgraph.tools.usage import Budget
 
 console = Console(stderr=True)
@@ -188,6 +189,17 @@ _RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         False,
     ),
+    "executor": (
+        Annotated[
+            Executor | None,
+            typer.Option(
+                help="thread: a thread pool; async: one event loop, for jobs with async graphs "
+                "(default: SYNTHGRAPH_EXECUTOR, async); ray: not built yet.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
 }
 
 
@@ -204,10 +216,11 @@ class RunOptions:
     max_total_tokens: int | None = None
     cache: bool | None = None
     batch: bool = False
+    executor: Executor | None = None
 
     @property
     def budget(self) -> Budget:
-        return Budget(self.max_cost, self.max_total_tokens, self.cache, self.batch)
+        return Budget(self.max_cost, self.max_total_tokens, self.cache, self.batch, self.executor)
 
 
 def with_run_options(command: Callable[..., None]) -> Callable[..., None]:

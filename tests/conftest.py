@@ -22,6 +22,9 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     # A developer's shared stores must not receive the tests' data.
     monkeypatch.delenv("SYNTHGRAPH_CHECKPOINT_URL", raising=False)
     monkeypatch.delenv("SYNTHGRAPH_CACHE_URL", raising=False)
+    monkeypatch.delenv("SYNTHGRAPH_MINHASH_URL", raising=False)
+    monkeypatch.delenv("SYNTHGRAPH_RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("SYNTHGRAPH_EXECUTOR", raising=False)
     monkeypatch.setenv("SYNTHGRAPH_BACKOFF_BASE", "0.01")
     monkeypatch.setenv("SYNTHGRAPH_BACKOFF_MAX", "0.05")
     get_settings.cache_clear()

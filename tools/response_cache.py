@@ -20,7 +20,9 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +39,24 @@ CACHE_HIT = "synthgraph_cache_hit"
 
 # Parts of LangChain's llm_string that do not change what the endpoint answers.
 _NOT_IN_KEY = {"request_timeout", "max_retries", "openai_api_key", "http_client"}
+
+
+_reserved: ContextVar[dict[str, str] | None] = ContextVar("synthgraph_samples", default=None)
+"""Sample indexes the current request (with its retries) took: request key → `<input>#<k>`."""
+
+
+@contextmanager
+def reserving_samples() -> Iterator[None]:
+    """One async request and its retries: a retry asks for the sample index its first try took.
+
+    Sync requests keep it per thread; on an event loop many requests share one thread, so the
+    async path keeps it in a context variable (LangChain runs the cache's async lookups in
+    copies of the caller's context, which share this dict)."""
+    token = _reserved.set({})
+    try:
+        yield
+    finally:
+        _reserved.reset(token)
 
 
 class Store(Protocol):
@@ -150,8 +170,8 @@ class ResponseCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
         request = request_key(prompt, llm_string)
-        pending: dict[str, str] = self._pending.__dict__.setdefault("samples", {})
-        # A retry of a request that failed in this thread keeps its sample index.
+        pending = self._reservations()
+        # A retry of a request that failed keeps its sample index.
         sample = pending[request] if request in pending else self._next_sample(request)
         pending[request] = sample  # `update` stores the reply under it; a retry keeps it
         value = self.store.get(f"{request}:{sample}")
@@ -162,7 +182,7 @@ class ResponseCache(BaseCache):
 
     def update(self, prompt: str, llm_string: str, return_val: Any) -> None:
         request = request_key(prompt, llm_string)
-        pending: dict[str, str] = self._pending.__dict__.setdefault("samples", {})
+        pending = self._reservations()
         sample = pending.pop(request) if request in pending else self._next_sample(request)
         # Redacted like checkpoints: an endpoint that echoes a key must not put it on disk.
         replies = redact([_stored(g) for g in return_val if isinstance(g, ChatGeneration)])
@@ -171,6 +191,14 @@ class ResponseCache(BaseCache):
 
     def clear(self, **kwargs: Any) -> None:
         self.store.clear()
+
+    def _reservations(self) -> dict[str, str]:
+        """Sample indexes taken by the request in progress (and not stored yet)."""
+        scoped = _reserved.get()
+        if scoped is not None:
+            return scoped
+        samples: dict[str, str] = self._pending.__dict__.setdefault("samples", {})
+        return samples
 
     def _next_sample(self, request: str) -> str:
         """`<input id>#<k>`: which input asked, and how many times it asked this before."""

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Role = Literal["generator", "judge", "weak", "strong"]
 ROLES: tuple[Role, ...] = ("generator", "judge", "weak", "strong")
 StructuredMethod = Literal["auto", "json_schema", "json_mode", "function_calling"]
+Executor = Literal["thread", "async", "ray"]
+"""How a job's inputs run: a thread pool, tasks on one event loop, or (not built yet) Ray."""
 
 
 def _default_cache_dir() -> Path:
@@ -66,6 +68,21 @@ class Settings(BaseSettings):
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     structured_retries: int = 2
+    executor: Executor = Field(
+        default="async",
+        description="thread: a pool of threads; async: one event loop, for the jobs whose "
+        "graphs have async nodes (others use threads); ray: reserved, not built yet.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="A Ray cluster for `--executor ray` (e.g. ray://head:10001 or auto); "
+        "unset: Ray starts on this machine.",
+    )
+    minhash_url: str | None = Field(
+        default=None,
+        description="A Redis URL for the dedup MinHash index, shared by processes and machines; "
+        "unset: an .npz per namespace in data_dir.",
+    )
 
     # --- cache, spending and caps ---------------------------------------
     cache: bool | None = Field(

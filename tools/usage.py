@@ -109,6 +109,8 @@ class Budget:
     cache: bool | None = None
     batch: bool = False
     """Send requests through the endpoint's Batch API (`agents/batch_api.py`)."""
+    executor: str | None = None
+    """`thread` or `async` for this attempt (`graphs/batch.py`); None: the settings' value."""
 
 
 @dataclass
@@ -121,6 +123,8 @@ class Ledger:
     """Use the response cache: None follows the settings (on for remote endpoints)."""
     batch: bool = False
     """This attempt sends its requests through the Batch API."""
+    executor: str | None = None
+    """This attempt's executor; None: the settings' value."""
     rows: dict[tuple[str, str, str], Usage] = field(default_factory=dict)
     """(role, model, stage) → usage, earlier attempts included."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -135,6 +139,7 @@ class Ledger:
         if budget.cache is not None:
             self.cache = budget.cache
         self.batch = budget.batch
+        self.executor = budget.executor
 
     # --- recording -------------------------------------------------------------
     def record(

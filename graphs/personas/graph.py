@@ -20,22 +20,26 @@ same personas slightly differently.
 
 from __future__ import annotations
 
+import asyncio
 import operator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NotRequired
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
+from langgraph.utils.runnable import RunnableCallable
 from typing_extensions import TypedDict
 
+from synthgraph.agents.llm import ainvoke_structured, invoke_structured
 from synthgraph.agents.personas import (
     PERSPECTIVES,
     RECORD_ERRORS,
     PersonaDraft,
     call_seed,
-    persona_from_text,
-    related_persona,
+    related_persona_messages,
+    text_to_persona_messages,
 )
 from synthgraph.agents.resilience import Rejection, rejection
 from synthgraph.graphs.context import RunContext
@@ -190,23 +194,39 @@ def _context(runtime: Runtime[PersonasContext]) -> PersonasContext:
 
 
 # --- nodes ----------------------------------------------------------------------
-def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+# The LLM nodes come in two flavours that share all but the call: LangGraph runs the sync one
+# on `invoke` (the thread executor) and the async one on `ainvoke` (the async executor,
+# Studio), so neither path parks a thread per request.
+def _text_request(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
     context = _context(runtime)
     text, perspective = task["text"], task["perspective"]
-    try:
-        draft = persona_from_text(
-            text["text"],
-            perspective,
-            record_id=text["id"],
-            max_chars=context.max_text_chars,
-            **context.call_kwargs("text", text["id"], perspective),
-        )
-    except RECORD_ERRORS as error:
-        return {"rejects": [rejection(f"{text['id']}:{perspective}", "text_to_persona", error)]}
+    return {
+        "messages": text_to_persona_messages(text["text"], perspective, context.max_text_chars),
+        "record_id": text["id"],
+        **context.call_kwargs("text", text["id"], perspective),
+    }
+
+
+def _from_text(task: TextTask, draft: PersonaDraft | Exception) -> dict[str, Any]:
+    text, perspective = task["text"], task["perspective"]
+    if isinstance(draft, Exception):
+        return {"rejects": [rejection(f"{text['id']}:{perspective}", "text_to_persona", draft)]}
     record = persona_record(
         draft, source_id=text["id"], input_id=text["id"], round=0, perspective=perspective
     )
     return {"generated": [record]}
+
+
+def text_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    return _from_text(
+        task, _drafted(lambda: invoke_structured(PersonaDraft, **_text_request(task, runtime)))
+    )
+
+
+async def atext_to_persona(task: TextTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    return _from_text(
+        task, await _adrafted(ainvoke_structured(PersonaDraft, **_text_request(task, runtime)))
+    )
 
 
 def plan_round(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
@@ -221,18 +241,28 @@ def plan_round(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[
     return {"frontier": frontier, "seen": len(generated), "round": finished}
 
 
-def persona_to_persona(task: ExpandTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+async def aplan_round(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    """`plan_round` on the loop when it only slices the state (no expansion left): a thread
+    hop per text would cost more than the work."""
+    if state.get("round", -1) + 1 < _context(runtime).expand_rounds:
+        return await asyncio.to_thread(plan_round, state, runtime)  # reads the dedup store
+    return plan_round(state, runtime)
+
+
+def _expand_request(task: ExpandTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
     context = _context(runtime)
     parent, relation = task["parent"], task["relation"]
-    try:
-        draft = related_persona(
-            parent["persona"],
-            relation,
-            record_id=parent["id"],
-            **context.call_kwargs("expand", parent["id"], relation),
-        )
-    except RECORD_ERRORS as error:
-        return {"rejects": [rejection(f"{parent['id']}:{relation}", "persona_to_persona", error)]}
+    return {
+        "messages": related_persona_messages(parent["persona"], relation),
+        "record_id": parent["id"],
+        **context.call_kwargs("expand", parent["id"], relation),
+    }
+
+
+def _from_parent(task: ExpandTask, draft: PersonaDraft | Exception) -> dict[str, Any]:
+    parent, relation = task["parent"], task["relation"]
+    if isinstance(draft, Exception):
+        return {"rejects": [rejection(f"{parent['id']}:{relation}", "persona_to_persona", draft)]}
     record = persona_record(
         draft,
         source_id=parent["id"],
@@ -241,6 +271,35 @@ def persona_to_persona(task: ExpandTask, runtime: Runtime[PersonasContext]) -> d
         round=parent.get("round", 0) + 1,
     )
     return {"generated": [record]}
+
+
+def persona_to_persona(task: ExpandTask, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
+    return _from_parent(
+        task, _drafted(lambda: invoke_structured(PersonaDraft, **_expand_request(task, runtime)))
+    )
+
+
+async def apersona_to_persona(
+    task: ExpandTask, runtime: Runtime[PersonasContext]
+) -> dict[str, Any]:
+    return _from_parent(
+        task, await _adrafted(ainvoke_structured(PersonaDraft, **_expand_request(task, runtime)))
+    )
+
+
+def _drafted(call: Callable[[], PersonaDraft]) -> PersonaDraft | Exception:
+    """The draft, or the record's own failure (a reject, not a failed run)."""
+    try:
+        return call()
+    except RECORD_ERRORS as error:
+        return error
+
+
+async def _adrafted(call: Awaitable[PersonaDraft]) -> PersonaDraft | Exception:
+    try:
+        return await call
+    except RECORD_ERRORS as error:
+        return error
 
 
 def dedup(state: PersonasState, runtime: Runtime[PersonasContext]) -> dict[str, Any]:
@@ -282,10 +341,21 @@ def fan_out_relations(state: PersonasState, runtime: Runtime[PersonasContext]) -
 builder = StateGraph(
     PersonasState, PersonasContext, input_schema=PersonasInput, output_schema=PersonasOutput
 )
-builder.add_node(text_to_persona)
-builder.add_node(plan_round)
-builder.add_node(persona_to_persona)
-builder.add_node(dedup)
+
+
+def _both(func: Callable[..., Any], afunc: Callable[..., Awaitable[Any]]) -> RunnableCallable:
+    """A node with a sync and an async body (LangGraph picks by `invoke` or `ainvoke`)."""
+    return RunnableCallable(func, afunc, name=func.__name__, trace=False)
+
+
+builder.add_node("text_to_persona", _both(text_to_persona, atext_to_persona), input_schema=TextTask)
+builder.add_node("plan_round", _both(plan_round, aplan_round))
+builder.add_node(
+    "persona_to_persona",
+    _both(persona_to_persona, apersona_to_persona),
+    input_schema=ExpandTask,
+)
+builder.add_node(dedup)  # Chroma and embeddings: sync, in LangGraph's thread pool
 builder.add_conditional_edges(START, fan_out_texts, ["text_to_persona", "plan_round"])
 builder.add_edge("text_to_persona", "plan_round")
 builder.add_conditional_edges("plan_round", fan_out_relations, ["persona_to_persona", "dedup"])

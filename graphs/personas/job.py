@@ -21,7 +21,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from synthgraph.graphs.batch import run_batch
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import StateSnapshot
+
+from synthgraph.graphs.batch import LoopSaver, run_batch
 from synthgraph.graphs.cli_support import progress
 from synthgraph.graphs.jobs import nothing_from, open_job
 from synthgraph.graphs.personas.graph import PersonasContext, builder, dedup_personas
@@ -114,22 +117,15 @@ def _generate(
     """Stage 1: one checkpointed graph run per text; returns the records in generated.jsonl."""
     max_concurrency = get_settings().max_concurrency
     with run.checkpointer() as saver:
-        personas_graph = builder.compile(checkpointer=saver, name="personas")
+        # One graph for both executors: its LLM nodes have sync and async bodies.
+        personas_graph = builder.compile(checkpointer=LoopSaver(saver), name="personas")
 
-        def process(text: TextRecord) -> list[dict[str, Any]]:
-            config = run.graph_config(
+        def config_for(text: TextRecord) -> RunnableConfig:
+            return run.graph_config(
                 configurable={"thread_id": f"{run.id}:{text.id}"}, max_concurrency=max_concurrency
             )
-            snapshot = personas_graph.get_state(config)
-            if snapshot.metadata is None:  # never started: the text goes in
-                payload = {"texts": [{"id": text.id, "text": text.text}]}
-                result = personas_graph.invoke(payload, config, context=context)
-            elif not snapshot.next and "personas" in snapshot.values:  # killed before the write
-                result = snapshot.values
-            else:
-                # Killed mid-way. `next` is empty when a step's writes were saved but not the
-                # checkpoint after it; new input would then add a second tree to the state.
-                result = personas_graph.invoke(None, config, context=context)
+
+        def records(text: TextRecord, result: dict[str, Any]) -> list[dict[str, Any]]:
             rejects = result.get("rejects", [])
             if not any(record["round"] == 0 for record in result["personas"]):
                 failed = [r for r in rejects if r["stage"] == "text_to_persona"]
@@ -140,12 +136,39 @@ def _generate(
                 for record in result["personas"]
             ]
 
+        def process(text: TextRecord) -> list[dict[str, Any]]:
+            config = config_for(text)
+            payload, result = _resume_point(personas_graph.get_state(config), text)
+            if result is None:
+                result = personas_graph.invoke(payload, config, context=context)
+            return records(text, result)
+
+        async def aprocess(text: TextRecord) -> list[dict[str, Any]]:
+            config = config_for(text)
+            payload, result = _resume_point(await personas_graph.aget_state(config), text)
+            if result is None:
+                result = await personas_graph.ainvoke(payload, config, context=context)
+            return records(text, result)
+
         run_batch(
-            run, texts, process, item_id=lambda t: t.id, output=GENERATED, done_field="input_id",
-            content=lambda t: t.text, stage="generate", description="personas",
+            run, texts, process, aprocess=aprocess, item_id=lambda t: t.id, output=GENERATED,
+            done_field="input_id", content=lambda t: t.text, stage="generate", description="personas",
             show_progress=show_progress, **batch,
         )  # fmt: skip
     return count_records(run.path(GENERATED))
+
+
+def _resume_point(
+    snapshot: StateSnapshot, text: TextRecord
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(what to invoke the text's graph with, or its finished state) from its checkpoint."""
+    if snapshot.metadata is None:  # never started: the text goes in
+        return {"texts": [{"id": text.id, "text": text.text}]}, None
+    if not snapshot.next and "personas" in snapshot.values:  # killed before the write
+        return None, snapshot.values
+    # Killed mid-way. `next` is empty when a step's writes were saved but not the
+    # checkpoint after it; new input would then add a second tree to the state.
+    return None, None
 
 
 def _dedup_stage(run: Run, context: PersonasContext, show_progress: bool) -> list[list[Any]]:

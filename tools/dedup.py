@@ -3,10 +3,10 @@
 Works on any text field of any records. Both stages are greedy in input
 order: a record is dropped when it is too similar to a record kept before it,
 in this call or in an earlier run of the same namespace. Earlier runs are
-remembered in two stores under the data dir, both keyed by the namespace:
-the MinHash index (`<data_dir>/dedup/<namespace>.minhash.npz`) and a Chroma
-collection `dedup-<namespace>` (cosine space). So rerunning on the same input
-keeps nothing.
+remembered in two stores, both keyed by the namespace: the MinHash index
+(`<data_dir>/dedup/<namespace>.minhash.npz`, or Redis with `SYNTHGRAPH_MINHASH_URL`,
+see `synthgraph.tools.minhash_store`) and a Chroma collection `dedup-<namespace>`
+(cosine space). So rerunning on the same input keeps nothing.
 
 Nothing is written until a call has finished: a failed run leaves both stores
 as they were, so retrying it does not drop records against their own ghosts.
@@ -18,7 +18,10 @@ Concurrent runs on one namespace: each call holds an exclusive OS file lock
 to storing its kept records, so the next writer loads and judges against them;
 read-only calls (`remember=False`) share the lock. That is safe for processes
 and threads on one machine with a local filesystem. Several machines sharing a
-data dir (NFS, object storage) are not: flock does not hold across them.
+data dir (NFS, object storage) are not: flock does not hold across them. With
+`SYNTHGRAPH_MINHASH_URL` the lock is in Redis instead (every call takes it
+exclusively), so writers on any machines (with a Chroma server,
+`SYNTHGRAPH_CHROMA_URL`) exclude each other.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from synthgraph.tools.io import InputError, content_id, read_jsonl, read_table, write_records
-from synthgraph.tools.locks import file_lock
-from synthgraph.tools.minhash import MinHashDeduper, Verify
+from synthgraph.tools.minhash import MinHashDeduper, MinHashStore, Verify
+from synthgraph.tools.minhash_store import FileMinHashStore, RedisMinHashStore
 
 Method = Literal["minhash", "embedding", "both"]
 Stage = Literal["minhash", "embedding"]
@@ -111,6 +114,8 @@ class DedupService:
         max_batch_size: int | None = None,
         progress: ProgressCallback | None = None,
         owner: str | None = None,
+        minhash_url: str | None = None,
+        deduper: type[MinHashDeduper] = MinHashDeduper,
     ) -> None:
         if not _NAMESPACE.match(namespace):
             raise ValueError(
@@ -126,13 +131,19 @@ class DedupService:
         self.method = method
         self.verify = verify
         self.bands = bands
-        if data_dir is None:
-            from synthgraph.tools.settings import get_settings
+        from synthgraph.tools.settings import get_settings
 
-            data_dir = get_settings().data_dir
+        settings = get_settings()
         self.owner = owner
-        self.minhash_path = Path(data_dir) / "dedup" / f"{namespace}.minhash.npz"
-        self.lock_path = self.minhash_path.with_name(f"{namespace}.lock")
+        folder = Path(data_dir or settings.data_dir) / "dedup"
+        self.minhash_path = folder / f"{namespace}.minhash.npz"
+        minhash_url = minhash_url or settings.minhash_url
+        self.store: MinHashStore = (
+            RedisMinHashStore(minhash_url, namespace)
+            if minhash_url
+            else FileMinHashStore(self.minhash_path, folder / f"{namespace}.lock")
+        )
+        self.deduper = deduper  # the MinHash stage: local, or on Ray (`minhash_ray`)
         self.collection_name = f"dedup-{namespace}"
         self._embeddings = embeddings
         self._client = chroma_client
@@ -173,11 +184,10 @@ class DedupService:
         """Forget every record kept in this namespace (both stores)."""
         from chromadb.errors import NotFoundError
 
-        with file_lock(self.lock_path):
-            self.minhash_path.unlink(missing_ok=True)
+        with self.store.lock():
             with contextlib.suppress(NotFoundError):
                 self.client.delete_collection(self.collection_name)
-            self.lock_path.unlink()  # leave nothing behind (`file_lock` allows it)
+            self.store.reset()
 
     # --- the service ------------------------------------------------------------
 
@@ -219,15 +229,15 @@ class DedupService:
             raise ValueError(f"owner {self.owner!r}: record ids must be unique within a call")
         # Load, judge and store under one lock: a concurrent writer's kept records
         # are either all in the stores we load, or it judges against all of ours.
-        with file_lock(self.lock_path, shared=not remember):
+        with self.store.lock(shared=not remember):
             minhash: MinHashDeduper | None = None
             if self.method in ("minhash", "both"):
-                minhash = MinHashDeduper(
+                minhash = self.deduper(
                     self.threshold,
                     bands=self.bands,
                     verify=self.verify,
-                    path=self.minhash_path,
                     owner=self.owner,
+                    store=self.store,
                 )
                 self._report("minhash", 0, n)
                 verdicts = minhash.dedup(texts, ids)

@@ -21,9 +21,10 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -252,8 +253,67 @@ class IndexMismatchError(ValueError):
     """A stored index was built with other MinHash parameters."""
 
 
+@dataclass
+class StoredDocuments:
+    """Some stored documents: ids, owners, and token hashes `tokens[offsets[i]:offsets[i + 1]]`."""
+
+    ids: list[str]
+    owners: list[str]
+    tokens: np.ndarray  # uint64
+    offsets: np.ndarray  # int64, len(ids) + 1
+
+
+class BandIndex(Protocol):
+    """What `MinHashDeduper` needs of the kept documents of earlier runs.
+
+    Documents are numbered 0, 1, ... in the order they were added, in every
+    backend, so ties between equally close matches go the same way in each.
+    """
+
+    def __len__(self) -> int: ...
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs (query row, stored document) sharing at least one band key, each once."""
+        ...
+
+    def documents(self, docs: np.ndarray) -> StoredDocuments:
+        """The stored documents numbered `docs`, in that order (what scoring reads)."""
+        ...
+
+    def add(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        keys: np.ndarray,
+        tokens: np.ndarray,
+        offsets: np.ndarray,
+    ) -> None:
+        """Store documents (all or none of them, for a persistent backend)."""
+        ...
+
+
+class MinHashStore(Protocol):
+    """Where one namespace's index persists, and the lock its writers take.
+
+    A writer holds `lock()` from opening the index, through judging, to adding
+    what it kept, so concurrent writers never both keep near-duplicates.
+    Readers that add nothing may ask for a `shared` lock (a backend may give
+    them an exclusive one).
+    """
+
+    def lock(self, shared: bool = False) -> AbstractContextManager[None]: ...
+
+    def open(self, bands: int, rows: int, num_perm: int, seed: int) -> BandIndex:
+        """The index, created if missing; `IndexMismatchError` if built with other parameters."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every stored document (call it holding the lock)."""
+        ...
+
+
 class MinHashIndex:
-    """Kept documents of earlier runs: ids, owners, band keys and token hashes.
+    """Kept documents of earlier runs, in memory (and in an .npz file when loaded from one).
 
     Token hashes (not signatures) are stored: they are smaller (~20 words vs
     128 values per persona), allow exact verification, and signatures can be
@@ -263,6 +323,7 @@ class MinHashIndex:
 
     def __init__(self, bands: int, rows: int, num_perm: int, seed: int) -> None:
         self.params = np.array([bands, rows, num_perm, seed], dtype=np.int64)
+        self.path: Path | None = None  # set by `load`: `add` saves there
         self.ids: list[str] = []
         self.owners: list[str] = []
         self.keys = np.zeros((0, bands), dtype=np.uint64)
@@ -287,6 +348,17 @@ class MinHashIndex:
         self.tokens = np.concatenate([self.tokens, tokens])
         self.offsets = np.concatenate([self.offsets, offsets[1:] + self.offsets[-1]])
         self._sorted = None
+        if self.path:
+            self.save(self.path)
+
+    def documents(self, docs: np.ndarray) -> StoredDocuments:
+        values, lengths = _gather(self.tokens, self.offsets, docs)
+        return StoredDocuments(
+            ids=[self.ids[d] for d in docs.tolist()],
+            owners=[self.owners[d] for d in docs.tolist()],
+            tokens=values,
+            offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64),
+        )
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pairs (query row, stored document) sharing at least one band key, each once."""
@@ -332,6 +404,7 @@ class MinHashIndex:
     @classmethod
     def load(cls, path: Path, bands: int, rows: int, num_perm: int, seed: int) -> MinHashIndex:
         index = cls(bands, rows, num_perm, seed)
+        index.path = path
         if not path.exists():
             return index
         with np.load(path) as stored:
@@ -375,6 +448,10 @@ class MinHashDeduper:
     With an `owner` (e.g. a run id), a document is never a duplicate of an entry
     that owner stored under the document's own id: that entry is the document
     itself, committed by an attempt killed before its caller wrote the verdict.
+
+    The index of earlier runs is in memory (neither `path` nor `store`), in an
+    .npz file (`path`), or in a `store` (see `synthgraph.tools.minhash_store`;
+    hold its lock from building the deduper to `commit`).
     """
 
     def __init__(
@@ -386,20 +463,24 @@ class MinHashDeduper:
         seed: int = 1,
         path: Path | None = None,
         owner: str | None = None,
+        store: MinHashStore | None = None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if path and store is not None:
+            raise ValueError("give the index a path or a store, not both")
         self.threshold = threshold
         self.verify = verify
         self.owner = owner or ""
         self.hasher = MinHasher(num_perm, seed)
         self.bands, self.rows = bands or choose_bands(threshold, num_perm)
-        self.path = path
-        self.index = (
-            MinHashIndex.load(path, self.bands, self.rows, num_perm, seed)
-            if path
-            else MinHashIndex(self.bands, self.rows, num_perm, seed)
-        )
+        self.index: BandIndex
+        if store is not None:
+            self.index = store.open(self.bands, self.rows, num_perm, seed)
+        elif path:
+            self.index = MinHashIndex.load(path, self.bands, self.rows, num_perm, seed)
+        else:
+            self.index = MinHashIndex(self.bands, self.rows, num_perm, seed)
         self._pending: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _sign(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -496,30 +577,32 @@ class MinHashDeduper:
         query, stored = self.index.lookup(keys)
         ok = has_tokens[query]
         query, stored = query[ok], stored[ok]
+        # `where` indexes `distinct`, the candidates read from the index (ascending,
+        # so `where` orders matches as stored document numbers do).
+        distinct, where = np.unique(stored, return_inverse=True)
+        found = self.index.documents(distinct)
         if self.owner:
             itself = np.fromiter(
                 (
-                    self.index.owners[d] == self.owner and self.index.ids[d] == ids[q]
-                    for q, d in zip(query.tolist(), stored.tolist(), strict=True)
+                    found.owners[w] == self.owner and found.ids[w] == ids[q]
+                    for q, w in zip(query.tolist(), where.tolist(), strict=True)
                 ),
                 dtype=bool,
                 count=len(query),
             )
-            query, stored = query[~itself], stored[~itself]
-        distinct, where = np.unique(stored, return_inverse=True)
-        # `where` indexes `distinct`: signatures and tokens both come from that subset.
-        subset = _subset(self.index, distinct)
-        stored_sigs = self.hasher.signatures_of_hashes(*subset)
-        scores = self._score(sigs, query, stored_sigs, where, (tokens, offsets), subset)
+            query, where = query[~itself], where[~itself]
+        stored_tokens = (found.tokens, found.offsets)
+        stored_sigs = self.hasher.signatures_of_hashes(*stored_tokens)
+        scores = self._score(sigs, query, stored_sigs, where, (tokens, offsets), stored_tokens)
         candidates = len(query)
         scored = ~np.isnan(scores)
-        query, stored, scores = query[scored], stored[scored], scores[scored]
+        query, where, scores = query[scored], where[scored], scores[scored]
         order = np.lexsort((scores, query))  # each query's best match comes last
         last = np.r_[query[order][1:] != query[order][:-1], True][: len(order)]
-        for q, d, s in zip(
-            query[order][last], stored[order][last], scores[order][last], strict=True
+        for q, w, s in zip(
+            query[order][last], where[order][last], scores[order][last], strict=True
         ):
-            best[q], nearest[q] = s, self.index.ids[d]
+            best[q], nearest[q] = s, found.ids[w]
             kept[q] = s < self.threshold
 
         # 2. This call: greedy in input order over the verified pairs (a document is
@@ -550,7 +633,7 @@ class MinHashDeduper:
         return MinHashVerdicts(kept, has_tokens, nearest, best, candidates)
 
     def commit(self, keep: np.ndarray) -> None:
-        """Add the documents of the last `dedup` call selected by `keep` to the index, and save it."""
+        """Add the documents of the last `dedup` call selected by `keep` to the index (and its file or store)."""
         if self._pending is None:
             return
         ids, keys, tokens, offsets = self._pending
@@ -564,8 +647,6 @@ class MinHashDeduper:
             values,
             np.r_[0, np.cumsum(lengths)].astype(np.int64),
         )
-        if self.path:
-            self.index.save(self.path)
 
 
 def _unique(values: np.ndarray) -> np.ndarray:
@@ -578,9 +659,3 @@ def _unique(values: np.ndarray) -> np.ndarray:
 def _ranges(counts: np.ndarray) -> np.ndarray:
     """Concatenated aranges: [0..counts[0]-1, 0..counts[1]-1, ...]."""
     return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
-def _subset(index: MinHashIndex, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Token hashes and offsets of some stored documents, as a standalone batch."""
-    values, lengths = _gather(index.tokens, index.offsets, docs)
-    return values, np.r_[0, np.cumsum(lengths)].astype(np.int64)

@@ -17,6 +17,8 @@ Definitions (word sets as `synthgraph.tools.minhash.tokenize` makes them):
 Each method runs in its own subprocess (clean peak memory), one after the other.
 Plain datasketch is too slow for large sizes: it runs on the first
 `--datasketch-max` personas of the same stream, and its rate is the one measured there.
+`ours-ray` is the same MinHash stage on Ray Data (local Ray on this machine's cores,
+started outside the timing); the run prints whether its verdicts equal `ours`.
 
     python benchmarks/dedup.py                      # 100k and 1M, + embedding stage on 5,000
     python benchmarks/dedup.py --quick              # 20k, small peers, 500 embeddings
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import random
 import subprocess
@@ -165,15 +168,27 @@ def _reset_peak() -> None:
 # --- methods (each returns dropped index -> matched index) ------------------------------------------
 
 
-def run_ours(texts: list[str], verify: str) -> tuple[dict[int, int], dict[str, Any]]:
+def run_ours(
+    texts: list[str], verify: str, distributed: bool = False
+) -> tuple[dict[int, int], dict[str, Any]]:
     from synthgraph.tools.minhash import MinHashDeduper
+    from synthgraph.tools.minhash_ray import RayMinHashDeduper
 
     ids = [str(i) for i in range(len(texts))]
-    deduper = MinHashDeduper(0.9, verify=verify)  # type: ignore[arg-type]
+    kind = RayMinHashDeduper if distributed else MinHashDeduper
+    deduper = kind(0.9, verify=verify)  # type: ignore[arg-type]
     verdicts = deduper.dedup(texts, ids)
     deduper.commit(verdicts.kept)  # index the kept ones (in memory here)
     dropped = {i: int(verdicts.nearest_id[i]) for i in range(len(texts)) if not verdicts.kept[i]}  # type: ignore[arg-type]
-    return dropped, {"bands": f"{deduper.bands}x{deduper.rows}", "candidates": verdicts.candidates}
+    # A digest of every verdict (kept, nearest, score): the Ray path must give the local one.
+    digest = hashlib.sha256(
+        json.dumps([verdicts.kept.tolist(), verdicts.nearest_id, verdicts.score.tolist()]).encode()
+    ).hexdigest()[:16]
+    return dropped, {
+        "bands": f"{deduper.bands}x{deduper.rows}",
+        "candidates": verdicts.candidates,
+        "verdicts": digest,
+    }
 
 
 def run_service(texts: list[str]) -> tuple[dict[int, int], dict[str, Any]]:
@@ -235,6 +250,7 @@ def run_rensa(texts: list[str]) -> tuple[dict[int, int], dict[str, Any]]:
 METHODS = {
     "ours": lambda t: run_ours(t, "exact"),
     "ours-signature": lambda t: run_ours(t, "signature"),
+    "ours-ray": lambda t: run_ours(t, "exact", distributed=True),
     "ours-service": run_service,
     "rensa": run_rensa,
     "datasketch": run_datasketch,
@@ -277,6 +293,11 @@ def worker(method: str, size: int, seed: int, dup_rate: float) -> dict[str, Any]
     from synthgraph.tools import dedup, minhash  # noqa: F401
 
     minhash.tokenize_batch(texts[:10])
+    if method == "ours-ray":  # start Ray and its workers outside the timing
+        from synthgraph.tools.minhash_ray import init_ray
+
+        init_ray()
+        run_ours(texts[:20_000], "exact", distributed=True)  # 2 blocks: a worker per core
     base = _status("VmRSS")
     _reset_peak()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -290,7 +311,8 @@ def worker(method: str, size: int, seed: int, dup_rate: float) -> dict[str, Any]
         "seconds": round(seconds, 2),
         "rate": size / seconds,
         # CPU time of this process: what an idle core would give when the machine is shared
-        "cpu_rate": size / cpu_seconds,
+        # (not for Ray, whose workers are other processes)
+        "cpu_rate": float("nan") if method == "ours-ray" else size / cpu_seconds,
         "peak_mb": round(peak),
         "above_data_mb": round(peak - base),
         **extra,
@@ -361,6 +383,9 @@ def main() -> None:
     parser.add_argument(
         "--dup-rate", type=float, default=0.1, help="share of planted near-duplicates"
     )
+    parser.add_argument(
+        "--no-ray", dest="ray", action="store_false", help="skip the Ray Data path (ours-ray)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--quick", action="store_true", help="20k personas, 5k peers, 500 embeddings"
@@ -389,6 +414,7 @@ def main() -> None:
             ("ours", size),
             ("ours-signature", size),
             ("ours-service", size),
+            *([("ours-ray", size)] if args.ray else []),
             ("rensa", min(size, args.rensa_max)),
             ("datasketch", min(size, args.datasketch_max)),
         ]
@@ -424,7 +450,13 @@ def main() -> None:
     )
     print("rec≥.92 / rec.90-.92: planted duplicates dropped, by exact Jaccard to their source;")
     print("drop<.9: planted pairs under 0.9 dropped anyway; precision: drops whose exact Jaccard")
-    print("with the matched kept persona is ≥ 0.9.")
+    print("with the matched kept persona is ≥ 0.9. ours-ray: local Ray on this machine's cores")
+    print("(Ray started beforehand); peak MB is the driver's.")
+    for row in rows:
+        if row["method"] == "ours-ray":
+            local = next(r for r in rows if r["stream"] == row["stream"] and r["method"] == "ours")
+            same = "equal" if row["verdicts"] == local["verdicts"] else "DIFFERENT"
+            print(f"ours-ray verdicts on {row['n']:,}: {same} to ours (kept, nearest id, score)")
 
     embedding: dict[str, Any] | None = None
     if args.embed:

@@ -10,6 +10,8 @@ import typer
 from synthgraph.graphs.cli_support import fail, progress, stdout, table
 from synthgraph.tools.dedup import DedupService, dedup_file, default_namespace, dropped_path
 from synthgraph.tools.io import InputError
+from synthgraph.tools.minhash import MinHashDeduper
+from synthgraph.tools.settings import Executor, get_settings
 
 
 def dedup_command(
@@ -34,6 +36,14 @@ def dedup_command(
     reset: Annotated[
         bool, typer.Option("--reset", help="Forget the namespace before this run.")
     ] = False,
+    executor: Annotated[
+        Executor | None,
+        typer.Option(
+            help="thread or async: in this process; ray: the MinHash stage on Ray Data "
+            "(SYNTHGRAPH_RAY_ADDRESS, else Ray on this machine). Default: SYNTHGRAPH_EXECUTOR.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Drop near-duplicates: MinHash on words, then MiniLM embeddings in Chroma.
 
@@ -43,6 +53,14 @@ def dedup_command(
     """
     if method not in ("minhash", "embedding", "both"):
         fail(f"--method must be minhash, embedding or both, not {method!r}")
+    deduper = MinHashDeduper
+    if (executor or get_settings().executor) == "ray" and method != "embedding":
+        try:
+            from synthgraph.tools.minhash_ray import RayMinHashDeduper, init_ray
+        except ImportError:
+            fail("--executor ray needs Ray: pip install 'synthgraph[ray]'")
+        init_ray()
+        deduper = RayMinHashDeduper
     with progress(transient=True) as bar:
         tasks: dict[str, Any] = {}
 
@@ -57,6 +75,7 @@ def dedup_command(
                 threshold,
                 method,
                 progress=report,  # type: ignore[arg-type]
+                deduper=deduper,
             )
             result = dedup_file(service, input_path, field, out, id_field=id_field, reset=reset)
         except (InputError, ValueError) as error:

@@ -259,6 +259,15 @@ class _Labels(TypedDict):
     record_id: str | None
 
 
+def _response_format(chat: BaseChatModel, response_format: dict[str, Any]) -> dict[str, Any]:
+    """The bind kwargs that send `response_format`. To a ChatOpenAI it goes in `extra_body`,
+    the same field of the same request body: as a named parameter the OpenAI SDK would walk the
+    whole JSON schema on every request (about 7 ms of CPU each, a third of a request's cost)."""
+    if isinstance(chat, ChatOpenAI):
+        return {"extra_body": {**(chat.extra_body or {}), "response_format": response_format}}
+    return {"response_format": response_format}
+
+
 class _StructuredAsk(Generic[SchemaT]):
     """One structured request, sync or async alike: the bound model, the conversation to
     send next, and what the replies so far said (each bad one re-asked with its error)."""
@@ -287,13 +296,15 @@ class _StructuredAsk(Generic[SchemaT]):
             # constrains decoding to it (other json_mode servers ignore the field).
             self.conversation = _with_json_instructions(self.conversation, self.schema_text)
             self.runnable = self.chat.bind(
-                response_format={"type": "json_object", "schema": json_schema}
+                **_response_format(self.chat, {"type": "json_object", "schema": json_schema})
             )
         elif method == "json_schema":
             # Parsed here rather than by the client, so a bad reply is re-asked, not raised.
             response_format = {"name": schema.__name__, "schema": json_schema, "strict": False}
             self.runnable = self.chat.bind(
-                response_format={"type": "json_schema", "json_schema": response_format}
+                **_response_format(
+                    self.chat, {"type": "json_schema", "json_schema": response_format}
+                )
             )
         else:
             self.runnable = self.chat.with_structured_output(

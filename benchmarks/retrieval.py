@@ -4,7 +4,8 @@ The whole loop on each BEIR folder given to `--data` (default
 `../shared/data/debian-descriptions` relative to the repository root), outputs in
 `--out/<folder name>/`: generate queries for a seeded random sample of corpus documents
 (never from the queries file) with the embedded model, filter, mine hard negatives, train
-the bi-encoder on unfiltered and on filtered pairs, train a cross-encoder reranker, and
+the bi-encoder on unfiltered and on filtered pairs (guarded hard negatives; up to
+`--epochs` epochs, early-stopped on held-out pairs), train a cross-encoder reranker, and
 evaluate on dev (and on test with --test). Every stage is resumable: run it again and it
 continues where it stopped. The run ends with one table per collection: BM25, base MiniLM,
 the fine-tuned models and the hybrids (BM25 + dense, reciprocal rank fusion), BM25, base,
@@ -35,10 +36,11 @@ from synthgraph.graphs.retrieval.job import (
     filter_job,
     generate_job,
     load_triples,
+    train_job,
 )
 from synthgraph.tools.io import read_jsonl, write_json, write_records
 from synthgraph.tools.retrieval_data import load_qrels
-from synthgraph.tools.retrieval_training import train_bi_encoder, train_cross_encoder
+from synthgraph.tools.retrieval_training import train_cross_encoder
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "debian-descriptions"
 EXAMPLES = (
@@ -123,7 +125,30 @@ def main() -> None:
         "--keep", type=float, default=0.8, help="fraction kept by the logprob and reranker filters"
     )
     parser.add_argument("--top-k", type=int, default=10, help="round-trip filter depth")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=4,
+        help="most bi-encoder epochs (early stopping may stop sooner)",
+    )
+    parser.add_argument(
+        "--holdout-share",
+        type=float,
+        default=0.1,
+        help="share of source documents held out for early stopping",
+    )
+    parser.add_argument(
+        "--negative-sources",
+        default="bm25,dense",
+        help="bi-encoder hard negatives, guarded against false negatives ('' keeps the filter's)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="queries per training step")
+    parser.add_argument(
+        "--cached-loss",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="cached (GradCache) loss, for batches larger than memory allows",
+    )
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument(
         "--negatives", type=int, default=1, help="hard negatives per query in the loss"
@@ -208,16 +233,20 @@ def run_collection(
     if "train" in stages:
         started = time.monotonic()
         for name in ("unfiltered", "filtered"):
-            triples = load_triples(out / name / TRIPLES)
-            report = train_bi_encoder(
-                triples, models / f"minilm-{name}", epochs=args.epochs,
-                learning_rate=args.learning_rate, negatives=args.negatives,
+            summary = train_job(
+                out / name, models / f"minilm-{name}", epochs=args.epochs,
+                holdout_share=args.holdout_share,
+                negative_sources=tuple(s for s in args.negative_sources.split(",") if s),
+                batch_size=args.batch_size, cached_loss=args.cached_loss,
+                negatives=args.negatives, learning_rate=args.learning_rate, corpus_path=corpus,
             )  # fmt: skip
-            print(f"train {name}: {report}")
-        # InPars-v2's reranker learns from the filtered pairs, as the filtered bi-encoder does.
-        report = train_cross_encoder(
-            load_triples(out / "filtered" / TRIPLES), models / "reranker", epochs=args.epochs
-        )
+            print(
+                f"train {name}: {summary.models[0]}; negatives: {summary.negatives} "
+                f"({summary.false_negatives} dropped)"
+            )
+        # InPars-v2's reranker learns from the filtered pairs, as the filtered bi-encoder does;
+        # one epoch (it repeats a small set up to its minimum number of steps).
+        report = train_cross_encoder(load_triples(out / "filtered" / TRIPLES), models / "reranker")
         print(f"train reranker: {report}")
         timings["train"] = time.monotonic() - started
 

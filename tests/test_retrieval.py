@@ -142,8 +142,8 @@ def test_graph_samples_queries_and_drops_duplicates() -> None:
         )
     assert result == {
         "queries": [
-            {"query": "ftp client", "logprob": pytest.approx(-0.3)},
-            {"query": "graphical ftp tool", "logprob": -1.0},
+            {"query": "ftp client", "logprob": pytest.approx(-0.3), "sample": 0},
+            {"query": "graphical ftp tool", "logprob": -1.0, "sample": 2},
         ]
     }
 

@@ -4,7 +4,7 @@ A BEIR folder holds `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl`
 (`_id`, `text`) and `qrels/<split>.tsv` (`query-id`, `corpus-id`, `score`).
 Example sets are what the user gives the query generator: JSONL lines (or a
 JSON object with `task` and `examples`) of `document`, `query` and, for GBQ,
-`bad_query`.
+`bad_query`. `copying_query` makes the bad question of the contrast style.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from synthgraph.tools.io import (
 )
 from synthgraph.tools.text import clip
 
-Style = Literal["promptagator", "vanilla", "gbq"]
-STYLES: tuple[Style, ...] = ("promptagator", "vanilla", "gbq")
+Style = Literal["promptagator", "vanilla", "gbq", "contrast"]
+STYLES: tuple[Style, ...] = ("promptagator", "vanilla", "gbq", "contrast")
+"""gbq's bad question is vague (from the example set); contrast's copies the document's words
+(derived from each example, so any example set works)."""
 MAX_EXAMPLES = 8  # Promptagator's few-shot budget
 
 
@@ -87,6 +89,13 @@ def load_examples(path: Path, style: Style) -> ExampleSet:
             Example(row["document"].strip(), row["query"].strip(), bad.strip() if bad else None)
         )
     return ExampleSet(tuple(examples), task)
+
+
+def copying_query(example: Example) -> str:
+    """A bad query for the contrast style: the opening words of the example's document,
+    two more than its good query has — what a model writes when it copies instead of asking."""
+    words = example.document.split()[: len(example.query.split()) + 2]
+    return " ".join(words).rstrip(".,;:").lower()
 
 
 def shorten(text: str, max_chars: int) -> str:

@@ -9,6 +9,10 @@ keep/drop rules here are plain and testable.
 - InPars-v2: keep the top fraction by a cross-encoder's relevance score.
 - Promptagator round-trip: keep a pair when a retriever returns its source
   document in the top k for the query.
+- Usefulness: keep a pair when the retrievers rank its source low but not absent
+  (hard but answerable), a round-trip at a looser depth that also drops easy pairs.
+- Overlap: drop a query that copies its document more than the few-shot examples'
+  queries copy theirs (`overlap_limit`).
 
 The kept pairs become training triples (query, positive, hard negatives) with
 `hard_negative_triples`, which mines BM25 and/or dense negatives.
@@ -100,6 +104,58 @@ def roundtrip_filter(
     return kept, FilterReport(
         "roundtrip", len(pairs), len(kept), note or f"source document in the top {k}"
     )
+
+
+def source_rank(source_id: str, hits: Hits) -> int | None:
+    """The 1-based rank of the source document in a result list; None when it is absent."""
+    for rank, (doc, _) in enumerate(hits, start=1):
+        if doc == source_id:
+            return rank
+    return None
+
+
+def useful_filter(
+    pairs: Sequence[Pair],
+    rankings: Sequence[Sequence[Hits]],
+    min_rank: int,
+    max_rank: int,
+    note: str = "",
+) -> tuple[list[Pair], FilterReport]:
+    """Keep hard-but-answerable pairs: the best rank of the source over the retrievers
+    (`rankings`: one result list per pair from each) lies in [min_rank, max_rank].
+
+    A source a retriever already ranks above `min_rank` teaches it little; one none
+    finds in the top `max_rank` may not be answered by its query at all.
+    """
+    if not 1 <= min_rank <= max_rank:
+        raise ValueError(f"need 1 <= min rank <= max rank, not {min_rank}..{max_rank}")
+    if any(len(hits) != len(pairs) for hits in rankings):
+        raise ValueError(f"need one result list per pair from each retriever ({len(pairs)})")
+    kept = []
+    for i, pair in enumerate(pairs):
+        ranks = [source_rank(pair["source_id"], hits[i][:max_rank]) for hits in rankings]
+        best = min((rank for rank in ranks if rank is not None), default=None)
+        if best is not None and best >= min_rank:
+            kept.append(pair)
+    return kept, FilterReport(
+        "useful", len(pairs), len(kept), note or f"source ranked {min_rank}..{max_rank}"
+    )
+
+
+def overlap_filter(
+    pairs: Sequence[Pair], overlaps: Sequence[float], limit: float, note: str = ""
+) -> tuple[list[Pair], FilterReport]:
+    """Keep a pair when its query's word overlap with its document (`word_overlaps`) is at most `limit`."""
+    kept = [pair for pair, overlap in zip(pairs, overlaps, strict=True) if overlap <= limit]
+    return kept, FilterReport(
+        "overlap", len(pairs), len(kept), note or f"word overlap at most {limit:.2f}"
+    )
+
+
+def overlap_limit(examples: Sequence[tuple[str, str]], percentile: float = 90) -> float:
+    """The `percentile` of the (query, document) examples' word overlap: the most a generated
+    query may copy its document while still looking like the examples."""
+    return float(np.percentile(word_overlaps(examples), percentile))
 
 
 def mine_negatives(

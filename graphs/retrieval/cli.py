@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -40,11 +40,18 @@ def generate_command(
         typer.Argument(help="BEIR folder or corpus.jsonl, or a folder / JSONL / Parquet / CSV."),
     ],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: data/runs/<id>).")] = None,
-    style: Annotated[str, typer.Option(help="promptagator, vanilla or gbq.")] = "promptagator",
+    style: Annotated[
+        str, typer.Option(help="promptagator, vanilla, gbq or contrast (copying vs asking).")
+    ] = "promptagator",
     examples: Annotated[
         Path | None, typer.Option(help="Example set (JSONL, or JSON with task + examples).")
     ] = None,
-    per_doc: Annotated[int, typer.Option("--per-doc", help="Queries sampled per document.")] = 1,
+    per_doc: Annotated[
+        int,
+        typer.Option(
+            "--per-doc", help="Queries per document, each with its own example order (temp > 0)."
+        ),
+    ] = 1,
     limit: Annotated[
         int | None, typer.Option(help="Use a seeded random sample of this many documents.")
     ] = None,
@@ -93,7 +100,8 @@ def generate_command(
 def filter_command(
     run_dir: Annotated[Path, typer.Argument(help="A `retrieval generate` run folder.")],
     filters: Annotated[
-        str, typer.Option(help="Comma list of logprob, reranker, roundtrip ('' for none).")
+        str,
+        typer.Option(help="Comma list of logprob, reranker, roundtrip, useful ('' for none)."),
     ] = "logprob,roundtrip",
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: RUN_DIR/filtered or /unfiltered).")
@@ -105,6 +113,22 @@ def filter_command(
         float, typer.Option(help="Fraction kept by the logprob and reranker filters.")
     ] = 0.7,
     top_k: Annotated[int, typer.Option(help="Round-trip: the source must be in this top k.")] = 10,
+    min_rank: Annotated[
+        int, typer.Option(help="Useful: the source's best rank is at least this (not too easy).")
+    ] = 2,
+    max_rank: Annotated[
+        int, typer.Option(help="Useful: ...and at most this (answerable): a looser round-trip.")
+    ] = 100,
+    rank_by: Annotated[
+        str, typer.Option(help="Useful: retrievers that rank the source: bm25, dense or both.")
+    ] = "bm25,dense",
+    max_overlap: Annotated[
+        str,
+        typer.Option(
+            help="Drop queries whose word overlap with their document is above this: a number, "
+            "auto (the examples' 90th percentile) or none."
+        ),
+    ] = "none",
     negatives: Annotated[int, typer.Option(help="Hard negatives per query.")] = 3,
     negative_sources: Annotated[str, typer.Option(help="bm25, dense or both.")] = "bm25,dense",
     reranker: Annotated[
@@ -115,10 +139,20 @@ def filter_command(
         typer.Option(help="Bi-encoder for round-trip and dense negatives (default: MiniLM)."),
     ] = None,
 ) -> None:
-    """Filter generated pairs (InPars-v1/v2, Promptagator round-trip) and mine hard negatives."""
+    """Filter generated pairs (InPars-v1/v2, Promptagator round-trip, usefulness) and mine hard negatives."""
     chosen = [f for f in filters.split(",") if f.strip()]
+    overlap_cap: float | Literal["auto"] | None = None
+    if max_overlap == "auto":
+        overlap_cap = "auto"
+    elif max_overlap != "none":
+        try:
+            overlap_cap = float(max_overlap)
+        except ValueError:
+            cli_support.fail(f"--max-overlap must be a number, auto or none, not {max_overlap!r}")
     summary = filter_job(
-        run_dir, filters=chosen, out=out, corpus_path=corpus, keep=keep, top_k=top_k, negatives=negatives,
+        run_dir, filters=chosen, out=out, corpus_path=corpus, keep=keep, top_k=top_k,
+        useful_ranks=(min_rank, max_rank), useful_sources=tuple(s for s in rank_by.split(",") if s),
+        max_overlap=overlap_cap, negatives=negatives,
         negative_sources=tuple(s for s in negative_sources.split(",") if s), reranker=reranker, retriever=retriever,
     )  # fmt: skip
     rows = [[f["name"], f["before"], f["kept"], f["removed"], f["note"]] for f in summary.filters]
@@ -133,9 +167,14 @@ def filter_command(
             else ""
         )
 
+    groups = [
+        (f"{f['name']}: {group}", profile)
+        for f in summary.filters
+        for group, profile in f["overlap"].items()
+    ] + list(summary.overlap.items())
     rows = [
         [group, profile["queries"], spread(profile.get("overlap")), spread(profile.get("words"))]
-        for group, profile in summary.overlap.items()
+        for group, profile in groups
     ]
     cli_support.stdout.print(
         cli_support.table(
@@ -155,28 +194,65 @@ def train_command(
         Path, typer.Argument(help="Folder with train_triples.jsonl (or a run folder).")
     ],
     out: Annotated[Path, typer.Option(help="Model folder to write.")],
-    epochs: Annotated[int, typer.Option(help="Passes over the triples.")] = 1,
+    epochs: Annotated[
+        int, typer.Option(help="Most passes over the triples (early stopping may stop sooner).")
+    ] = 4,
+    holdout_share: Annotated[
+        float,
+        typer.Option(help="Share of source documents held out for early stopping (0: none)."),
+    ] = 0.1,
+    negative_sources: Annotated[
+        str,
+        typer.Option(
+            help="Mine fresh, guarded hard negatives: bm25, dense or both ('' keeps the triples')."
+        ),
+    ] = "bm25,dense",
     batch_size: Annotated[int, typer.Option(help="Queries per step (in-batch negatives).")] = 32,
+    cached_loss: Annotated[
+        bool, typer.Option(help="Cached (GradCache) loss: large batches in small memory.")
+    ] = False,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query used in the loss.")] = 1,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-5,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="corpus.jsonl to mine negatives from (default: the run's)."),
+    ] = None,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(help="A trained cross-encoder that judges false negatives (default: MiniLM)."),
+    ] = None,
     cross_encoder: Annotated[
         Path | None, typer.Option(help="Also train a MiniLM cross-encoder reranker here.")
     ] = None,
 ) -> None:
     """Fine-tune MiniLM (MultipleNegativesRankingLoss + hard negatives), optionally a reranker."""
     summary = train_job(
-        folder, out, epochs=epochs, batch_size=batch_size, negatives=negatives,
-        learning_rate=learning_rate, cross_encoder=cross_encoder,
+        folder, out, epochs=epochs, holdout_share=holdout_share,
+        negative_sources=tuple(s.strip() for s in negative_sources.split(",") if s.strip()),
+        batch_size=batch_size, cached_loss=cached_loss, negatives=negatives,
+        learning_rate=learning_rate, corpus_path=corpus, reranker=reranker,
+        cross_encoder=cross_encoder,
     )  # fmt: skip
     rows = [
-        [r.model_dir, r.examples, r.steps, f"{r.first_loss:.3f} → {r.last_loss:.3f}", r.seconds]
+        [
+            r.model_dir,
+            r.examples,
+            r.steps,
+            f"{r.best_epoch} of {r.epochs}",
+            " → ".join(f"{x:.3f}" for x in r.heldout_mrr),
+            f"{r.first_loss:.3f} → {r.last_loss:.3f}",
+            r.seconds,
+        ]
         for r in summary.models
     ]
     cli_support.stdout.print(
         cli_support.table(
-            "retrieval train", ["model", "examples", "steps", "loss", "seconds"], rows
+            "retrieval train",
+            ["model", "examples", "steps", "epoch kept", "held-out MRR@10", "loss", "seconds"],
+            rows,
         )
     )
+    cli_support.console.print(f"negatives: {summary.negatives} ({summary.false_negatives} dropped)")
 
 
 @retrieval_app.command("eval")

@@ -2,12 +2,13 @@
 
     START ─▶ prepare_prompt ─▶ write_queries ─▶ END
 
-The prompt style (Promptagator few-shot, InPars vanilla, InPars GBQ), the
-example set and the number of sampled queries are per-run knobs in the
-runtime context. `prepare_prompt` keeps the built chat prompt in the state, so
-Studio shows exactly what the model saw. `synthgraph retrieval generate` runs
-this graph once per corpus document (see `graphs/retrieval/job.py`); a document
-that yields no query is rejected there, whole.
+The prompt style (Promptagator few-shot, InPars vanilla, InPars GBQ, the
+copy-vs-ask contrast), the example set and the number of sampled queries are
+per-run knobs in the runtime context. `prepare_prompt` builds one chat prompt per
+sample, each with the examples in its own order (seeded by document and sample),
+and keeps them in the state, so Studio shows exactly what the model saw.
+`synthgraph retrieval generate` runs this graph once per corpus document (see
+`graphs/retrieval/job.py`); a document that yields no query is rejected there, whole.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
-from synthgraph.agents.retrieval import query_messages, sample_queries
+from synthgraph.agents.retrieval import (
+    example_orders,
+    query_messages,
+    reordered,
+    sample_queries,
+)
 from synthgraph.graphs.context import RunContext
 from synthgraph.tools.io import InputError
 from synthgraph.tools.retrieval_data import (
@@ -36,6 +42,7 @@ from synthgraph.tools.workspace import confine
 class QueryRecord(TypedDict):
     query: str
     logprob: float | None
+    sample: int
 
 
 class RetrievalInput(TypedDict):
@@ -48,7 +55,8 @@ class RetrievalOutput(TypedDict):
 
 
 class RetrievalState(RetrievalInput, RetrievalOutput, total=False):
-    messages: list[tuple[str, str]]
+    prompts: list[list[tuple[str, str]]]
+    """One chat prompt per sample."""
 
 
 # --- context --------------------------------------------------------------------
@@ -57,7 +65,8 @@ class RetrievalContext(RunContext):
     """Per-run knobs of query generation."""
 
     style: Style = "promptagator"
-    """promptagator (task + few-shot), vanilla (InPars fixed examples) or gbq (bad/good questions)."""
+    """promptagator (task + few-shot), vanilla (InPars fixed examples), gbq (a vague bad question,
+    then a good one) or contrast (a bad question that copies the document, then a good one)."""
     examples_path: str | None = None
     """Example set in the workspace (JSONL, or JSON with `task` and `examples`); unset: generic
     built-in examples."""
@@ -65,7 +74,8 @@ class RetrievalContext(RunContext):
     """The example set itself, read by the caller (the generate job reads `--examples` from
     anywhere); wins over `examples_path`."""
     samples: int = 1
-    """Queries sampled per document (duplicates dropped)."""
+    """Queries sampled per document, each from its own example ordering (duplicates dropped);
+    more than one wants a temperature above 0."""
     max_doc_chars: int = 600
     """Documents (and examples) are cut to about this many characters in the prompt."""
     logprobs: bool = True
@@ -99,22 +109,28 @@ def prepare_prompt(state: RetrievalState, runtime: Runtime[RetrievalContext]) ->
     context = runtime.context or RetrievalContext()
     if not state.get("document", "").strip():
         raise InputError(f"document {state.get('document_id')!r}: empty text")
-    messages = query_messages(
-        state["document"], context_examples(context), context.style, context.max_doc_chars
-    )
-    return {"messages": messages}
+    examples = context_examples(context)
+    orders = example_orders(len(examples.examples), context.samples, state["document_id"])
+    prompts = [
+        query_messages(
+            state["document"], reordered(examples, order), context.style, context.max_doc_chars
+        )
+        for order in orders
+    ]
+    return {"prompts": prompts}
 
 
 def write_queries(state: RetrievalState, runtime: Runtime[RetrievalContext]) -> RetrievalOutput:
     context = runtime.context or RetrievalContext()
     found = sample_queries(
-        state["messages"],
-        samples=context.samples,
+        state["prompts"],
         record_id=state["document_id"],
         logprobs=context.logprobs,
         **context.model_kwargs(),
     )
-    return {"queries": [{"query": q.query, "logprob": q.logprob} for q in found]}
+    return {
+        "queries": [{"query": q.query, "logprob": q.logprob, "sample": q.sample} for q in found]
+    }
 
 
 # --- builder ----------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 - `generate_job`: the retrieval graph once per corpus document → `pairs.jsonl`
   (one append per document, so a killed run resumes where it stopped).
-- `filter_job`: InPars-v1 log-prob, InPars-v2 reranker and Promptagator round-trip
-  filters (each switchable and counted, with the word-overlap profile of kept,
-  dropped and real queries), then BM25 + dense hard negatives →
+- `filter_job`: an optional word-overlap cap, then InPars-v1 log-prob, InPars-v2
+  reranker, Promptagator round-trip and usefulness (hard-but-answerable) filters
+  (each switchable and counted, with the word-overlap profile of kept, dropped and
+  real queries), then BM25 + dense hard negatives →
   `train_triples.jsonl` and the sentence-transformers dataset `train_st.jsonl`.
-- `train_job`: MiniLM bi-encoder (MultipleNegativesRankingLoss), optionally a
-  cross-encoder reranker, on CPU.
+- `train_job`: fresh BM25 + dense hard negatives guarded against false negatives,
+  then the MiniLM bi-encoder (MultipleNegativesRankingLoss) for several epochs,
+  early-stopped on held-out pairs, optionally a cross-encoder reranker, on CPU.
 - `eval_job`: nDCG@10, Recall@100, MRR@10 on a BEIR folder (BM25, dense, their
   reciprocal-rank fusion, each optionally reranked).
 
@@ -20,7 +22,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from synthgraph.agents.resilience import rejection
 from synthgraph.graphs.batch import run_batch, unique_items
@@ -48,26 +50,33 @@ from synthgraph.tools.retrieval_data import (
 from synthgraph.tools.retrieval_filters import (
     hard_negative_triples,
     logprob_filter,
+    overlap_filter,
+    overlap_limit,
     overlap_profile,
     reranker_filter,
     roundtrip_filter,
+    useful_filter,
+    word_overlaps,
 )
 from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex, Hits, fuse
 from synthgraph.tools.retrieval_metrics import score_hits
 from synthgraph.tools.retrieval_training import (
     Reranker,
     TrainReport,
+    guarded_triples,
     reranker_scores,
     train_bi_encoder,
     train_cross_encoder,
+    triple_documents,
 )
-from synthgraph.tools.runs import RunError
+from synthgraph.tools.runs import MANIFEST, RunError, saved_config
 from synthgraph.tools.settings import get_settings
 from synthgraph.tools.usage import Budget
 
 log = get_logger(__name__)
 PAIRS = "pairs.jsonl"
-FILTERS = ("logprob", "reranker", "roundtrip")
+FILTERS = ("logprob", "reranker", "roundtrip", "useful")
+RANKERS = ("bm25", "dense")
 TRIPLES = "train_triples.jsonl"
 ST_DATASET = "train_st.jsonl"
 
@@ -129,6 +138,14 @@ def generate_job(
     # The caller's example file is read here, wherever it is (a bad one fails now, not once
     # per document); the graph itself reads example files only inside the workspace.
     context = replace(context, examples=context_examples(context, confined=False))
+    temperature = get_settings().temperature if context.temperature is None else context.temperature
+    if context.samples > 1 and temperature == 0:
+        # Not refused: the samples still see the examples in different orders.
+        log.warning(
+            "retrieval.greedy_samples",
+            samples=context.samples,
+            note="temperature 0: samples differ only by example order, expect duplicates",
+        )
     # Checked on the whole corpus: the batches below see only a chunk each.
     documents = unique_items(documents, lambda d: d.id, source=str(corpus), dedupe=dedupe_ids)
     random.Random(seed).shuffle(documents)
@@ -138,17 +155,22 @@ def generate_job(
         result = graph.invoke(
             {"document_id": document.id, "document": document.text}, context=context
         )
-        if not result["queries"]:
+        queries = result["queries"]
+        if not queries:
             raise ValueError("the model wrote no usable query")
+        # All samples of a document are one record set: a resumed run never repeats a sample.
+        overlaps = word_overlaps([(q["query"], document.text) for q in queries])
         return [
             {
                 "id": content_id(document.id, q["query"]),
                 "source_id": document.id,
                 "query": q["query"],
                 "logprob": q["logprob"],
+                "sample": q["sample"],
+                "overlap": round(overlap, 3),
                 "style": context.style,
             }
-            for q in result["queries"]
+            for q, overlap in zip(queries, overlaps, strict=True)
         ]
 
     summary = GenerateSummary(str(run.root), documents=len(documents))
@@ -205,6 +227,13 @@ def real_queries(corpus_path: Path) -> list[tuple[str, str]] | None:
     return judged_pairs(load_beir(folder, "dev"))
 
 
+def examples_overlap(config: dict[str, Any]) -> float:
+    """The overlap cap "auto": the 90th percentile of the word overlap of the run's examples."""
+    context = RetrievalContext(**config.get("context", {}))
+    examples = context_examples(context, confined=False).examples
+    return overlap_limit([(e.query, e.document) for e in examples])
+
+
 def filter_job(
     run_dir: Path,
     *,
@@ -213,8 +242,11 @@ def filter_job(
     corpus_path: Path | None = None,
     keep: float = 0.7,
     top_k: int = 10,
+    useful_ranks: tuple[int, int] = (2, 100),
+    useful_sources: tuple[str, ...] = RANKERS,
+    max_overlap: float | Literal["auto"] | None = None,
     negatives: int = 3,
-    negative_sources: tuple[str, ...] = ("bm25", "dense"),
+    negative_sources: tuple[str, ...] = RANKERS,
     reranker: Path | None = None,
     retriever: Path | None = None,
     seed: int = 13,
@@ -225,15 +257,26 @@ def filter_job(
     from MiniLM and trained on the pairs themselves, cross-fitted: each half is
     scored by a model trained on the other half, so no pair scores itself. The
     summary's `overlap` compares kept and dropped queries with the real dev queries
-    of the corpus's BEIR folder, when it has them.
+    of the corpus's BEIR folder, when it has them; each filter's entry has the profile
+    of what it kept and dropped.
+
+    The usefulness filter keeps a pair when the best rank of its source by the
+    `useful_sources` retrievers lies in `useful_ranks` (inclusive). `max_overlap`
+    first drops queries copying their document beyond that word overlap; "auto" is
+    the 90th percentile of the run's few-shot examples.
     """
     unknown = [f for f in filters if f not in FILTERS]
     if unknown:
         raise InputError(
             f"unknown filter(s) {', '.join(unknown)}; choose from {', '.join(FILTERS)}"
         )
+    if "useful" in filters and (not useful_sources or not set(useful_sources) <= set(RANKERS)):
+        raise InputError(f"useful filter: rank by {' and/or '.join(RANKERS)}, not {useful_sources}")
+    if "useful" in filters and not 1 <= useful_ranks[0] <= useful_ranks[1]:
+        raise InputError(f"useful filter: need 1 <= min rank <= max rank, not {useful_ranks}")
     run, config = open_job("retrieval", None, resume=str(run_dir))
-    out = out or run.root / ("filtered" if filters else "unfiltered")
+    filtered = bool(filters) or max_overlap is not None
+    out = out or run.root / ("filtered" if filtered else "unfiltered")
     corpus_path = corpus_path or Path(config["corpus"])
     corpus = load_corpus(corpus_path)
     pairs: dict[str, dict[str, Any]] = {}  # by id: the same query for the same document counts once
@@ -262,21 +305,56 @@ def filter_job(
             dense = DenseIndex(corpus, base_retriever, cache_dir=vectors_cache())
         return dense
 
+    def profile(chosen: list[dict[str, Any]]) -> dict[str, Any]:
+        return overlap_profile([(p["query"], corpus[p["source_id"]]) for p in chosen])
+
+    cap = examples_overlap(config) if max_overlap == "auto" else max_overlap
     kept = list(pairs.values())
-    for name in filters:
+    # The overlap cap goes first: the other filters then never score copies.
+    for name in filters if cap is None else ["overlap", *filters]:
         started = time.monotonic()
-        if name == "logprob":
+        before = kept
+        if name == "overlap" and cap is not None:
+            overlaps = word_overlaps([(p["query"], corpus[p["source_id"]]) for p in kept])
+            note = f"word overlap at most {cap:.2f}" + (
+                " (90th percentile of the examples)" if max_overlap == "auto" else ""
+            )
+            kept, report = overlap_filter(kept, overlaps, cap, note)
+        elif name == "logprob":
             requested = bool(config.get("context", {}).get("logprobs", True))
             kept, report = logprob_filter(kept, keep, requested)
         elif name == "reranker":
             scores, note = reranker_scores(kept, corpus, reranker, out, seed)
             kept, report = reranker_filter(kept, scores, keep, note)
+        elif name == "useful":
+            low, high = useful_ranks
+            queries = [p["query"] for p in kept]
+            rankings = [
+                (Bm25Index(corpus) if source == "bm25" else dense_index()).search(queries, high)
+                for source in useful_sources
+            ]
+            names = [
+                str(retriever or "base MiniLM") if s == "dense" else "BM25" for s in useful_sources
+            ]
+            kept, report = useful_filter(
+                kept, rankings, low, high, f"best rank {low}..{high} by {' or '.join(names)}"
+            )
         else:
             hits = dense_index().search([p["query"] for p in kept], top_k)
             kept, report = roundtrip_filter(
                 kept, hits, top_k, f"source in the top {top_k} of {retriever or 'base MiniLM'}"
             )
-        summary.filters.append({**asdict(report), "removed": report.removed})
+        kept_now = {p["id"] for p in kept}
+        summary.filters.append(
+            {
+                **asdict(report),
+                "removed": report.removed,
+                "overlap": {
+                    "kept": profile(kept),
+                    "dropped": profile([p for p in before if p["id"] not in kept_now]),
+                },
+            }
+        )
         summary.seconds[name] = round(time.monotonic() - started, 1)
         log.info(
             "retrieval.filter",
@@ -287,13 +365,8 @@ def filter_job(
         )
 
     kept_ids = {p["id"] for p in kept}
-    for group, chosen in (
-        ("kept", kept),
-        ("dropped", [p for p in pairs.values() if p["id"] not in kept_ids]),
-    ):
-        summary.overlap[group] = overlap_profile(
-            [(p["query"], corpus[p["source_id"]]) for p in chosen]
-        )
+    summary.overlap["kept"] = profile(kept)
+    summary.overlap["dropped"] = profile([p for p in pairs.values() if p["id"] not in kept_ids])
     real = real_queries(corpus_path)
     if real is not None:
         summary.overlap["real"] = overlap_profile(real)
@@ -332,6 +405,10 @@ def filter_job(
 class TrainSummary:
     models: list[TrainReport]
     """The bi-encoder's report, then the cross-encoder's if one was trained."""
+    negatives: str = "as mined by `retrieval filter`"
+    """Where the hard negatives came from and what judged false negatives."""
+    false_negatives: int = 0
+    """Negative candidates dropped because they scored nearly as high as the positive."""
 
 
 def find_triples(folder: Path) -> Path:
@@ -346,34 +423,79 @@ def find_triples(folder: Path) -> Path:
     raise InputError(f"{folder}: no {TRIPLES} (run `synthgraph retrieval filter` first)")
 
 
+def triples_corpus(triples_path: Path) -> Path | None:
+    """The corpus of the generate run whose filter output holds `triples_path`, if it is one."""
+    for folder in (triples_path.parent, triples_path.parent.parent):
+        if (folder / MANIFEST).is_file():
+            corpus = saved_config(str(folder)).get("corpus")
+            return Path(corpus) if corpus else None
+    return None
+
+
 def train_job(
     folder: Path,
     out: Path,
     *,
-    epochs: int = 1,
+    epochs: int = 4,
+    holdout_share: float = 0.1,
+    negative_sources: tuple[str, ...] = ("bm25", "dense"),
     batch_size: int = 32,
+    cached_loss: bool = False,
     negatives: int = 1,
     learning_rate: float = 2e-5,
+    corpus_path: Path | None = None,
+    reranker: Path | None = None,
     cross_encoder: Path | None = None,
+    seed: int = 13,
 ) -> TrainSummary:
     """Fine-tune MiniLM on the triples in `folder` into `out`; with `cross_encoder`, a
-    reranker too."""
+    reranker too.
+
+    With `negative_sources` (bm25, dense), each query gets fresh hard negatives from the
+    corpus (`corpus_path`, else the generate run's, else the triples' own documents),
+    guarded against false negatives by `reranker` or else the base dense model; empty, the
+    triples' negatives are used as they are. A `holdout_share` of the source documents is
+    held out for early stopping (see `train_bi_encoder`)."""
+    unknown = [s for s in negative_sources if s not in ("bm25", "dense")]
+    if unknown:
+        raise InputError(f"unknown negative source(s) {', '.join(unknown)}; choose bm25, dense")
     path = find_triples(folder)
     triples = load_triples(path)
     if not triples:
         raise InputError(f"{path}: no training triples")
-    summary = TrainSummary(
-        [
-            train_bi_encoder(
-                triples,
-                out,
-                epochs=epochs,
-                batch_size=batch_size,
-                negatives=negatives,
-                learning_rate=learning_rate,
-            )
-        ]
-    )
+    summary = TrainSummary([])
+    if negative_sources:
+        corpus_path = corpus_path or triples_corpus(path)
+        corpus = triple_documents(triples)  # every source is in, whatever the corpus holds
+        corpus.update(load_corpus(corpus_path) if corpus_path else {})
+        dense: DenseIndex | None = None
+
+        def dense_index() -> DenseIndex:
+            nonlocal dense
+            if dense is None:
+                dense = DenseIndex(corpus, get_embeddings(), cache_dir=vectors_cache())
+            return dense
+
+        started = time.monotonic()
+        triples, summary.false_negatives, judge = guarded_triples(
+            triples, corpus, negatives, negative_sources, dense_index, reranker, seed
+        )
+        source = corpus_path or "the documents of the triples"
+        summary.negatives = (
+            f"{' + '.join(negative_sources)} over {source}; false negatives judged by the {judge}"
+        )
+        log.info(
+            "retrieval.train.negatives",
+            note=summary.negatives,
+            dropped=summary.false_negatives,
+            seconds=round(time.monotonic() - started, 1),
+        )
+    report = train_bi_encoder(
+        triples, out, epochs=epochs, batch_size=batch_size, negatives=negatives,
+        learning_rate=learning_rate, holdout_share=holdout_share, cached_loss=cached_loss,
+        seed=seed,
+    )  # fmt: skip
+    summary.models.append(report)
     if cross_encoder is not None:
         summary.models.append(
             train_cross_encoder(triples, cross_encoder, epochs=epochs, batch_size=batch_size)

@@ -29,7 +29,9 @@ class RetrievalQueriesArgs(BaseModel):
         description="A new folder for the run (pairs.jsonl, rejects.jsonl, ...)."
     )
     style: Style = Field(
-        default="promptagator", description="promptagator, vanilla or gbq prompts."
+        default="promptagator",
+        description="promptagator, vanilla, gbq (a vague bad question) or contrast (a bad "
+        "question that copies the document) prompts.",
     )
     examples_path: str | None = Field(
         default=None,

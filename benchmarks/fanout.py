@@ -136,6 +136,11 @@ def stats(base_url: str) -> dict[str, int]:
 # --- the client (a fresh process per run) -----------------------------------------------
 def client(data: Path, out: Path, limit: int, executor: str) -> None:
     """Run the personas job; print its generate-stage wall time and the CPU it took."""
+    # Imported before the clock starts: a module's first import is start-up, not orchestration.
+    import langchain_openai  # noqa: F401
+    import openai  # noqa: F401
+
+    from synthgraph.agents import llm  # noqa: F401
     from synthgraph.graphs.personas.graph import PersonasContext
     from synthgraph.graphs.personas.job import personas_job
     from synthgraph.tools.usage import Budget

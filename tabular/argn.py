@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from synthgraph.tabular.sampling import RowMask, banned_tokens, sample_codes
 from synthgraph.tabular.sequential import SequenceConfig, SequenceNet, extra_dim
 from synthgraph.tabular.training import (
     DEFAULT_EPOCHS,
+    LossFunction,
     ProgressCallback,
     TrainConfig,
     seed_everything,
@@ -35,6 +36,8 @@ from synthgraph.tabular.training import (
 
 FORMAT = "synthgraph.tabular.argn/1"
 LENGTH_COLUMN = "__sequence_length__"
+TrainExecutor = Literal["local", "ray"]
+"""Where the networks train: in this process, or data-parallel on Ray Train workers."""
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "model.json"
 
@@ -98,6 +101,7 @@ class _FlatPart:
         config: TrainConfig,
         progress: ProgressCallback | None,
         dp: DPConfig | None = None,
+        ray_workers: int | None = None,
     ) -> dict[str, Any]:
         codes = torch.from_numpy(self.encoder.encode(frame))
         n_columns = len(self.encoder.columns)
@@ -116,7 +120,7 @@ class _FlatPart:
             rows = codes[torch.from_numpy(batch)]
             return summed_cross_entropy(self.net(rows, _random_rank(n_columns, generator)), rows)
 
-        return train(self.net, len(frame), loss_of, config, progress)
+        return _train(self.net, len(frame), loss_of, config, progress, ray_workers)
 
     def draw(
         self,
@@ -230,6 +234,8 @@ class TabularARGN:
         progress: ProgressCallback | None = None,
         constraints: list[Constraint] | None = None,
         dp: DPConfig | None = None,
+        executor: TrainExecutor = "local",
+        workers: int = 1,
     ) -> Self:
         """Train on `data`; with `context_key`, `data` is an event table keyed by that column.
 
@@ -237,7 +243,16 @@ class TabularARGN:
         `dp` makes a flat fit (ε, δ)-differentially private for every row, its value analysis
         included; then `max_epochs` is the plan the noise is sized for, trained in full with no
         validation rows. See `synthgraph.tabular.dp`.
+        `executor="ray"` trains data-parallel on `workers` Ray Train workers (DDP on CPU; see
+        `synthgraph.tabular.ray_train`), with the same global batch as one process.
         """
+        if executor not in ("local", "ray"):
+            raise ValueError(f"executor must be local or ray, not {executor!r}")
+        if workers < 1 or (executor == "local" and workers != 1):
+            raise ValueError("workers is the number of Ray Train workers: 1 or more, with ray")
+        if dp is not None and executor == "ray":
+            raise ValueError("a differentially private fit trains in one process: no ray")
+        ray_workers = workers if executor == "ray" else None
         if dp is not None and context_key is not None:
             raise ValueError(
                 "differential privacy covers flat tables only: the sequential model's LSTM "
@@ -263,13 +278,15 @@ class TabularARGN:
             self.flat = _FlatPart.create(data, self.options, self.dropout, dp)
             if self.constraints is not None:
                 self.constraints.mask(self.flat.encoder)  # refuses unusable ones before training
-            self.summary = {"flat": self.flat.fit(data, self.train_config, progress, dp)}
+            self.summary = {
+                "flat": self.flat.fit(data, self.train_config, progress, dp, ray_workers)
+            }
             if dp is not None:
                 self.privacy = privacy_record(dp, self.summary["flat"])
             return self
         if constraints:
             raise ConstraintError("constraints are for flat tables, not sequential ones")
-        self._fit_sequential(data, context, context_key, progress)
+        self._fit_sequential(data, context, context_key, progress, ray_workers)
         return self
 
     def _fit_sequential(
@@ -278,6 +295,7 @@ class TabularARGN:
         context: pd.DataFrame | None,
         key: str,
         progress: ProgressCallback | None,
+        ray_workers: int | None,
     ) -> None:
         if key not in events.columns:
             raise ValueError(f"context_key {key!r} is not a column of the event table")
@@ -325,7 +343,9 @@ class TabularARGN:
         events_config = TrainConfig(
             **{**self.train_config.to_dict(), "max_minutes": budget and budget * 0.8}
         )
-        context_summary = self.flat.fit(context_frame, context_config, _staged(progress, "context"))
+        context_summary = self.flat.fit(
+            context_frame, context_config, _staged(progress, "context"), ray_workers=ray_workers
+        )
 
         event_codes = torch.from_numpy(self.events_encoder.encode(event_frame))
         context_codes = torch.from_numpy(self.flat.encoder.encode(context_frame))
@@ -344,12 +364,13 @@ class TabularARGN:
                 context_codes[entities], padded, valid, _random_rank(n_event_columns, generator)
             )
 
-        events_summary = train(
+        events_summary = _train(
             net,
             len(context_frame),
             loss_of,
             events_config,
             _staged(progress, "events"),
+            ray_workers,
             batch_cap=256,
         )
         self.summary = {"context": context_summary, "events": events_summary}
@@ -625,6 +646,24 @@ class TabularARGN:
         model.source_violations = meta.get("source_violations", {})
         model.privacy = meta.get("privacy")
         return model
+
+
+def _train(
+    module: torch.nn.Module,
+    n_items: int,
+    loss_of: LossFunction,
+    config: TrainConfig,
+    progress: ProgressCallback | None,
+    ray_workers: int | None,
+    batch_cap: int = 1024,
+) -> dict[str, Any]:
+    """`train` in this process, or on `ray_workers` Ray Train workers."""
+    if ray_workers is None:
+        return train(module, n_items, loss_of, config, progress, batch_cap)
+    # Ray is an extra (`synthgraph[ray]`): imported only when a fit asks for it.
+    from synthgraph.tabular.ray_train import train_on_ray
+
+    return train_on_ray(module, n_items, loss_of, config, ray_workers, progress, batch_cap)
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -3,7 +3,8 @@
 The loop only knows items (rows or entities) and a loss function over a batch of
 item indices. It owns what both models share: the validation split, AdamW with a
 plateau learning-rate schedule, early stopping that restores the best weights,
-epoch and wall-clock limits, the progress callback and seeding.
+epoch and wall-clock limits, the progress callback and seeding. A data-parallel fit
+(`synthgraph.tabular.ray_train`) runs this same loop in every worker, as one `Replica` each.
 """
 
 from __future__ import annotations
@@ -42,6 +43,31 @@ class TrainConfig:
         return asdict(self)
 
 
+class Replica:
+    """This process's place in a data-parallel fit; the default is the only process.
+
+    Every replica draws the same item order and batches; each trains on its strided share
+    (`rank::size`) of every batch, so the global batch is a single process's. A data-parallel
+    subclass averages gradients across replicas (`wrap`) and sums per-epoch figures (`total`),
+    so every replica takes the same steps and stops at the same epoch.
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    def wrap(self, module: nn.Module, loss_of: LossFunction) -> LossFunction:
+        """The loss function whose backward pass yields this step's averaged gradients."""
+        return loss_of
+
+    def total(self, *values: float) -> list[float]:
+        """Each value summed over the replicas."""
+        return list(values)
+
+    def anyone(self, flag: bool) -> bool:
+        """Whether any replica raised `flag`."""
+        return flag
+
+
 def auto_batch_size(n_items: int, cap: int = 1024) -> int:
     """About 40 steps per epoch on small data, at most `cap` items per step."""
     return int(min(cap, max(16, 2 ** math.floor(math.log2(max(n_items // 40, 1))))))
@@ -60,11 +86,15 @@ def train(
     config: TrainConfig,
     progress: ProgressCallback | None = None,
     batch_cap: int = 1024,
+    replica: Replica | None = None,
 ) -> dict[str, Any]:
     """Train `module` in place; return a summary (epochs, losses, stop reason)."""
+    replica = replica or Replica()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     rng = seed_everything(config.seed)
+    if replica.rank and config.seed is not None:
+        torch.manual_seed(config.seed + replica.rank)  # own dropout masks, same item order
     started = time.monotonic()
     deadline = started + config.max_minutes * 60 if config.max_minutes else math.inf
 
@@ -78,8 +108,9 @@ def train(
         module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
-    order_generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    val_seed = int(rng.integers(2**31))
+    order_generator = torch.Generator().manual_seed(int(rng.integers(2**31)) + replica.rank)
+    val_seed = int(rng.integers(2**31)) + replica.rank
+    step_loss = replica.wrap(module, loss_of)
 
     best_loss, best_state, best_epoch = math.inf, None, 0
     history: list[dict[str, float]] = []
@@ -92,22 +123,26 @@ def train(
         timed_out = False
         for step in range(steps_per_epoch):
             batch = epoch_items[step * batch_size : (step + 1) * batch_size]
-            if len(batch) == 0:
+            if len(batch) < replica.size:  # a replica without rows would stall the others
                 continue
-            loss = loss_of(batch, order_generator)
+            loss = step_loss(batch[replica.rank :: replica.size], order_generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(module.parameters(), 5.0)
             optimizer.step()
             running += loss.item()
             report_step(progress, config, epoch, step, steps_per_epoch, running / (step + 1))
-            if time.monotonic() > deadline:
+            if deadline < math.inf and replica.anyone(time.monotonic() > deadline):
                 timed_out = True
                 break
-        train_loss = running / max(step + 1, 1)
-        val_loss = (
-            _evaluate(module, val_items, batch_size, loss_of, val_seed) if n_val else train_loss
-        )
+        (train_loss,) = replica.total(running / max(step + 1, 1))
+        train_loss /= replica.size
+        if n_val:
+            share = val_items[replica.rank :: replica.size]
+            total, count = replica.total(*_evaluate(module, share, batch_size, loss_of, val_seed))
+            val_loss = total / max(count, 1)
+        else:
+            val_loss = train_loss
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if progress is not None:
             progress(
@@ -166,8 +201,9 @@ def report_step(
 @torch.no_grad()
 def _evaluate(
     module: nn.Module, items: np.ndarray, batch_size: int, loss_of: LossFunction, seed: int
-) -> float:
-    """Validation loss with the same column orders every epoch, so epochs compare."""
+) -> tuple[float, int]:
+    """Summed validation loss and its rows, with the same column orders every epoch, so
+    epochs compare."""
     module.eval()
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
@@ -175,4 +211,4 @@ def _evaluate(
         batch = items[start : start + batch_size]
         total += float(loss_of(batch, generator)) * len(batch)
         count += len(batch)
-    return total / max(count, 1)
+    return total, count

@@ -21,7 +21,8 @@ ALLOWED = {
     "graphs": set(FOLDERS),
 }
 # opacus: DP-SGD on torch (the `dp` extra), imported only when a fit asks for privacy.
-TABULAR_THIRD_PARTY = {"torch", "numpy", "pandas", "safetensors", "opacus"}
+# ray: Ray Train (the `ray` extra), only in tabular/ray_train.py, imported for a Ray fit.
+TABULAR_THIRD_PARTY = {"torch", "numpy", "pandas", "safetensors", "opacus", "ray"}
 # Every feature is a package graphs/<feature>/ with these four parts (issue 15).
 FEATURES = ("personas", "synthesis", "agentinstruct", "retrieval", "sampling", "tabular")
 FEATURE_PARTS = ("graph.py", "job.py", "cli.py", "tool.py")

@@ -32,6 +32,7 @@ from synthgraph.graphs.tabular.job import (
     sample_schema_job,
 )
 from synthgraph.tabular.dp import privacy_rows
+from synthgraph.tools.settings import Executor, get_settings
 
 # Old spelling → new (the root command rewrites the old one, with a warning). The seed table
 # of `sample` was `--seed PATH`; it is `--input PATH` now, and `--seed` the random seed.
@@ -94,17 +95,39 @@ def fit_command(
     dp_max_grad_norm: Annotated[
         float, typer.Option(help="DP-SGD per-row gradient clip norm.")
     ] = DEFAULT_MAX_GRAD_NORM,
+    executor: Annotated[
+        Executor | None,
+        typer.Option(
+            help="thread or async: train in this process; ray: data-parallel on Ray Train "
+            "workers, DDP on CPU (SYNTHGRAPH_RAY_ADDRESS, else Ray on this machine). "
+            "Default: SYNTHGRAPH_EXECUTOR.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Ray Train workers, one CPU each (with --executor ray; default 2)."
+        ),
+    ] = None,
 ) -> None:
     """Train a TabularARGN on DATA (or one per table of --schema) and save it to --model."""
     if (data is None) == (schema is None):
         fail("give exactly one of DATA and --schema")
+    on_ray = (executor or get_settings().executor) == "ray"
+    if workers is not None and not on_ray:
+        fail("--workers is for --executor ray")
     if context is not None and key is None:
         fail("--context needs --key")
+    if dp_epsilon and on_ray:
+        fail("a differentially private fit trains in one process: no --executor ray")
     if schema is not None:
         if context is not None or key is not None or constraints is not None or dp_epsilon:
             fail(
                 "--schema takes its keys from the schema: no --context, --key, --constraints or --dp-epsilon"
             )
+        if executor == "ray":
+            fail("--schema trains in this process: no --executor ray")
         _fit_schema(schema, model, epochs, max_minutes, seed, threads)
         return
     assert data is not None
@@ -124,6 +147,8 @@ def fit_command(
             dp_epsilon=dp_epsilon,
             dp_delta=dp_delta,
             dp_max_grad_norm=dp_max_grad_norm,
+            executor="ray" if on_ray else "local",
+            workers=(workers or 2) if on_ray else 1,
         )
     rows = [
         [

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from synthgraph.tabular import TabularARGN, quality_report
-from synthgraph.tabular.argn import META_FILE
+from synthgraph.tabular.argn import META_FILE, TrainExecutor
 from synthgraph.tabular.constraints import (
     Constraint,
     ConstraintError,
@@ -137,13 +137,22 @@ def fit_job(
     dp_epsilon: float | None = None,
     dp_delta: float = DEFAULT_DELTA,
     dp_max_grad_norm: float = DEFAULT_MAX_GRAD_NORM,
+    executor: TrainExecutor = "local",
+    workers: int = 1,
 ) -> FitSummary:
     """Train a TabularARGN on `data` (an event table keyed by `key`, with an optional `context`
     table) and save it to `model_dir`; a flat model honours the `constraints` file's rules.
-    With `dp_epsilon` a flat fit is (ε, δ)-differentially private (`synthgraph.tabular.dp`)."""
+    With `dp_epsilon` a flat fit is (ε, δ)-differentially private (`synthgraph.tabular.dp`).
+    `executor="ray"` trains on `workers` Ray Train workers (`synthgraph.tabular.ray_train`)."""
     frame = _read(data, need_rows=True)
     context_frame = _read(context, need_rows=True) if context is not None else None
     rules = read_constraints(constraints, frame) if constraints is not None else None
+    if executor == "ray":
+        try:
+            from synthgraph.tools.minhash_ray import init_ray
+        except ImportError as error:
+            raise InputError("--executor ray needs Ray: pip install 'synthgraph[ray]'") from error
+        init_ray()
     model = TabularARGN(
         max_epochs=epochs, max_minutes=max_minutes, seed=seed, num_threads=threads, rare=rare
     )
@@ -157,6 +166,8 @@ def fit_job(
                 progress=progress,
                 constraints=rules,
                 dp=dp,
+                executor=executor,
+                workers=workers,
             )
         except ConstraintError as error:  # a rule the table cannot honour: the file's fault
             raise InputError(f"{constraints}: {error}") from error

@@ -81,6 +81,13 @@ class Limits:
         self._loop_semaphores: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Semaphore
         ] = weakref.WeakKeyDictionary()
+        self.gate: AbstractAsyncContextManager[Any] | None = None
+        """A Ray worker's cluster-wide slot (`graphs/ray_executor.py`): it caps and rate-limits
+        the async requests of all workers at once, in place of this process's cap."""
+
+    def async_slot(self) -> AbstractAsyncContextManager[Any]:
+        """What an async request holds while it runs: the cluster's gate, else the loop's cap."""
+        return self.gate or self.async_semaphore()
 
     def async_semaphore(self) -> asyncio.Semaphore:
         """The cap of the running event loop."""
@@ -343,7 +350,7 @@ async def acall_with_retries(
     A retry keeps the request's sample index in the response cache."""
     attempts = _Attempts(what, record_id, settings)
     slot: AbstractAsyncContextManager[Any] = (
-        attempts.limits.async_semaphore() if attempts.limited else nullcontext()
+        attempts.limits.async_slot() if attempts.limited else nullcontext()
     )
     with reserving_samples():
         while True:

@@ -5,7 +5,9 @@ wrote, process the rest concurrently under a cap, write each record's outputs
 in one append (so it is all-or-nothing), send failures to the rejects file
 with the reason, and show a progress bar. That loop is here, once, on an event
 loop: the thread executor runs each input's `process` in a thread pool, the
-async executor its `aprocess` as a task (`--executor`, `SYNTHGRAPH_EXECUTOR`).
+async executor its `aprocess` as a task (`--executor`, `SYNTHGRAPH_EXECUTOR`), and
+the Ray executor blocks of inputs on a Ray cluster, each block with the job's
+`aprocess` rebuilt in a worker (`graphs/ray_executor.py`), settled here alike.
 
 Exactly once: input ids must be distinct (or `dedupe_ids` keeps the first
 copy), and an id the run already took on must keep its content
@@ -20,9 +22,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from langchain_core.runnables import RunnableConfig
@@ -37,6 +39,9 @@ from synthgraph.tools.log import get_logger
 from synthgraph.tools.runs import Run
 from synthgraph.tools.settings import Executor, Settings, get_settings
 from synthgraph.tools.usage import Ledger, Usage, bound
+
+if TYPE_CHECKING:
+    from synthgraph.graphs.ray_executor import RemoteJob
 
 Item = TypeVar("Item")
 log = get_logger(__name__)
@@ -101,6 +106,7 @@ def run_batch(
     description: str = "processing",
     workers: int | None = None,
     show_progress: bool = True,
+    remote: RemoteJob | None = None,
 ) -> BatchResult:
     """Run `process` on every item not yet done and append its records to `output`.
 
@@ -116,6 +122,7 @@ def run_batch(
 
     `aprocess`, the same as a coroutine, lets the async executor run the items as tasks on
     one event loop instead of threads (`executor`: the run's `--executor`, else the settings).
+    `remote`, how a Ray worker rebuilds `aprocess`, lets the Ray executor run them on a cluster.
     """
     unique = unique_items(items, item_id, source=source, dedupe=dedupe_ids)
     run.check_inputs({item_id(item): content(item) for item in unique}, source)
@@ -133,7 +140,10 @@ def run_batch(
     )
     ledger = run.ledger
     settings = get_settings()
-    on_loop = executor_for(ledger, settings, has_async=aprocess is not None) == "async"
+    executor = executor_for(
+        ledger, settings, has_async=aprocess is not None, has_remote=remote is not None
+    )
+    on_loop = executor == "async"
     # Batch mode: enough inputs at once to fill a batch (their threads only wait).
     workers = max(1, workers or (settings.batch_size if ledger.batch else settings.max_concurrency))
     writer = run.writer(output)
@@ -162,7 +172,13 @@ def run_batch(
                     return on_task(item)
                 return asyncio.get_running_loop().run_in_executor(pool, in_thread, item)
 
-            _run_to_end(_admit_and_settle(todo, start, books, workers))
+            if executor == "ray":
+                from synthgraph.graphs.ray_executor import run_on_ray
+
+                assert remote is not None
+                run_on_ray(run, todo, books, remote, item_id=item_id, output=output)
+            else:
+                _run_to_end(_admit_and_settle(todo, start, books, workers))
     finally:
         writer.close()
 
@@ -180,19 +196,20 @@ def run_batch(
     return result
 
 
-def executor_for(ledger: Ledger, settings: Settings, *, has_async: bool) -> Executor:
-    """The executor of this attempt: `async` only for a job with an async `process`, outside
-    batch mode (whose transport is sync); else `thread`."""
+def executor_for(
+    ledger: Ledger, settings: Settings, *, has_async: bool, has_remote: bool = False
+) -> Executor:
+    """The executor of this attempt. Outside batch mode (whose transport is sync): `ray` for a
+    job a Ray worker can rebuild (`remote`); `async` (or `ray` asked of another job) for a job
+    with an async `process`. Else `thread`."""
     chosen = ledger.executor or settings.executor
-    if chosen == "ray":
-        raise InputError(
-            "--executor ray (SYNTHGRAPH_EXECUTOR=ray) is not built yet: use thread or async"
-        )
-    if chosen not in ("thread", "async"):
-        raise InputError(f"unknown executor {chosen!r}: thread or async")
-    if chosen == "async" and has_async and not ledger.batch:
-        return "async"
-    return "thread"
+    if chosen not in ("thread", "async", "ray"):
+        raise InputError(f"unknown executor {chosen!r}: thread, async or ray")
+    if ledger.batch or chosen == "thread":
+        return "thread"
+    if chosen == "ray" and has_remote:
+        return "ray"
+    return "async" if has_async else "thread"
 
 
 def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
@@ -211,6 +228,23 @@ class _Outcome:
     record_id: str
     records: list[dict[str, Any]] | None = None
     error: Exception | None = None
+    reason: str | None = None
+    """The reject's text when the error was described elsewhere (a Ray worker); else from `error`."""
+
+
+@contextmanager
+def working_on(run_id: str, graph: str, ledger: Ledger, record_id: str) -> Iterator[_Outcome]:
+    """The input's context (its LLM calls count in `ledger`, its logs name it); an exception
+    becomes its outcome: one bad record never ends the run."""
+    outcome = _Outcome(record_id)
+    structlog.contextvars.bind_contextvars(run_id=run_id, graph=graph, record_id=record_id)
+    try:
+        with bound(ledger, record_id):
+            yield outcome
+    except Exception as error:
+        outcome.error = error
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id", "graph", "record_id")
 
 
 class _Books:
@@ -247,21 +281,9 @@ class _Books:
             log.warning("batch.stopped_at_cap", cap=self.run.stopped, stage=self.stage)
         return not self.run.stopped
 
-    @contextmanager
-    def working_on(self, record_id: str) -> Iterator[_Outcome]:
-        """The input's context (its LLM calls count in the run's ledger, its logs name it);
-        an exception becomes its outcome: one bad record never ends the run."""
-        outcome = _Outcome(record_id)
-        structlog.contextvars.bind_contextvars(
-            run_id=self.run.id, graph=self.run.graph, record_id=record_id
-        )
-        try:
-            with bound(self.run.ledger, record_id):
-                yield outcome
-        except Exception as error:
-            outcome.error = error
-        finally:
-            structlog.contextvars.unbind_contextvars("run_id", "graph", "record_id")
+    def working_on(self, record_id: str) -> AbstractContextManager[_Outcome]:
+        """`working_on` the input for this run."""
+        return working_on(self.run.id, self.run.graph, self.run.ledger, record_id)
 
     def settle(self, outcome: _Outcome) -> None:
         """Write a finished input's records, or its reject; save the manifest."""
@@ -272,7 +294,10 @@ class _Books:
                 "batch.rejected", record_id=record_id, stage=self.stage,
                 error=str(outcome.error), retryable=retryable,
             )  # fmt: skip
-            self.run.rejects.reject(record_id, self.stage, outcome.error, retryable=retryable)
+            self.run.rejects.reject(
+                record_id, self.stage, outcome.reason or outcome.error,
+                getattr(outcome.error, "raw", None), retryable=retryable,
+            )  # fmt: skip
             result.rejected += 1
         else:
             records = outcome.records or []

@@ -194,7 +194,9 @@ _RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
             Executor | None,
             typer.Option(
                 help="thread: a thread pool; async: one event loop, for jobs with async graphs "
-                "(default: SYNTHGRAPH_EXECUTOR, async); ray: not built yet.",
+                "(default: SYNTHGRAPH_EXECUTOR, async); ray: blocks of inputs on a Ray cluster "
+                "(SYNTHGRAPH_RAY_ADDRESS, else local Ray), for jobs that support it (personas); "
+                "others run async.",
                 show_default=False,
             ),
         ],

@@ -92,10 +92,12 @@ def test_the_async_run_makes_what_the_thread_run_makes(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
-def test_ray_is_reserved_and_sync_only_jobs_keep_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_job_gets_the_executor_it_supports(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = get_settings()
-    with pytest.raises(InputError, match="not built yet"):
-        executor_for(Ledger(executor="ray"), settings, has_async=True)
+    assert executor_for(Ledger(executor="ray"), settings, has_async=True, has_remote=True) == "ray"
+    assert executor_for(Ledger(executor="ray"), settings, has_async=True) == "async"
+    with pytest.raises(InputError, match="unknown executor"):
+        executor_for(Ledger(executor="dask"), settings, has_async=True)  # type: ignore[arg-type]
     assert executor_for(Ledger(executor="async"), settings, has_async=True) == "async"
     assert executor_for(Ledger(executor="async"), settings, has_async=False) == "thread"
     assert executor_for(Ledger(executor="async", batch=True), settings, has_async=True) == "thread"

@@ -17,7 +17,7 @@ Role = Literal["generator", "judge", "weak", "strong"]
 ROLES: tuple[Role, ...] = ("generator", "judge", "weak", "strong")
 StructuredMethod = Literal["auto", "json_schema", "json_mode", "function_calling"]
 Executor = Literal["thread", "async", "ray"]
-"""How a job's inputs run: a thread pool, tasks on one event loop, or (not built yet) Ray."""
+"""How a job's inputs run: a thread pool, tasks on one event loop, or blocks on a Ray cluster."""
 
 
 def _default_cache_dir() -> Path:
@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     executor: Executor = Field(
         default="async",
         description="thread: a pool of threads; async: one event loop, for the jobs whose "
-        "graphs have async nodes (others use threads); ray: reserved, not built yet.",
+        "graphs have async nodes (others use threads); ray: blocks of inputs on a Ray cluster "
+        "(`ray_address`), for jobs that support it (personas; others run async).",
     )
     ray_address: str | None = Field(
         default=None,

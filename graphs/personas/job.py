@@ -6,7 +6,8 @@
    their expansions), checkpointed in `checkpoint.sqlite` under a thread per
    text, and appended to `generated.jsonl` in one write: a text is done when
    its records are there, so a killed run redoes only unfinished texts, and
-   resumes those from their last finished round.
+   resumes those from their last finished round. (Ray workers checkpoint in
+   Postgres or in memory only: `graphs/ray_executor.py`.)
 2. dedup — every generated record not yet judged goes through the two-stage
    dedup service; winners go to `personas.jsonl`, losers to `dropped.jsonl`.
    The service stores its memory before these files are written, tagged with
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from synthgraph.graphs.batch import LoopSaver, run_batch
 from synthgraph.graphs.cli_support import progress
 from synthgraph.graphs.jobs import nothing_from, open_job
 from synthgraph.graphs.personas.graph import PersonasContext, builder, dedup_personas
+from synthgraph.graphs.ray_executor import BlockRun, RemoteJob
 from synthgraph.tools.io import TextRecord, count_records, load_texts, read_jsonl
 from synthgraph.tools.runs import Run
 from synthgraph.tools.settings import get_settings
@@ -115,47 +118,65 @@ def _generate(
     batch: dict[str, Any],
 ) -> int:
     """Stage 1: one checkpointed graph run per text; returns the records in generated.jsonl."""
-    max_concurrency = get_settings().max_concurrency
     with run.checkpointer() as saver:
         # One graph for both executors: its LLM nodes have sync and async bodies.
         personas_graph = builder.compile(checkpointer=LoopSaver(saver), name="personas")
-
-        def config_for(text: TextRecord) -> RunnableConfig:
-            return run.graph_config(
-                configurable={"thread_id": f"{run.id}:{text.id}"}, max_concurrency=max_concurrency
-            )
-
-        def records(text: TextRecord, result: dict[str, Any]) -> list[dict[str, Any]]:
-            rejects = result.get("rejects", [])
-            if not any(record["round"] == 0 for record in result["personas"]):
-                failed = [r for r in rejects if r["stage"] == "text_to_persona"]
-                raise nothing_from(f"no persona from {text.source}", failed)
-            run.import_rejects(rejects)  # expansions that failed; the rest of the tree is kept
-            return [
-                {**record, "source": text.source} if record["round"] == 0 else record
-                for record in result["personas"]
-            ]
-
-        def process(text: TextRecord) -> list[dict[str, Any]]:
-            config = config_for(text)
-            payload, result = _resume_point(personas_graph.get_state(config), text)
-            if result is None:
-                result = personas_graph.invoke(payload, config, context=context)
-            return records(text, result)
-
-        async def aprocess(text: TextRecord) -> list[dict[str, Any]]:
-            config = config_for(text)
-            payload, result = _resume_point(await personas_graph.aget_state(config), text)
-            if result is None:
-                result = await personas_graph.ainvoke(payload, config, context=context)
-            return records(text, result)
-
+        one = _TextRun(run, personas_graph, context)
         run_batch(
-            run, texts, process, aprocess=aprocess, item_id=lambda t: t.id, output=GENERATED,
-            done_field="input_id", content=lambda t: t.text, stage="generate", description="personas",
-            show_progress=show_progress, **batch,
+            run, texts, one.process, aprocess=one.aprocess, item_id=lambda t: t.id,
+            output=GENERATED, done_field="input_id", content=lambda t: t.text, stage="generate",
+            description="personas", show_progress=show_progress,
+            remote=RemoteJob(_on_ray_worker, (context,)), **batch,
         )  # fmt: skip
     return count_records(run.path(GENERATED))
+
+
+class _TextRun:
+    """One text's checkpointed graph run, sync and async, in `run`: the job's `Run`, or a Ray
+    worker's `BlockRun` (`_on_ray_worker`)."""
+
+    def __init__(self, run: Run | BlockRun, graph: Any, context: PersonasContext) -> None:
+        self.run, self.graph, self.context = run, graph, context
+        self.max_concurrency = get_settings().max_concurrency
+
+    def config_for(self, text: TextRecord) -> RunnableConfig:
+        return self.run.graph_config(
+            configurable={"thread_id": f"{self.run.id}:{text.id}"},
+            max_concurrency=self.max_concurrency,
+        )
+
+    def records(self, text: TextRecord, result: dict[str, Any]) -> list[dict[str, Any]]:
+        rejects = result.get("rejects", [])
+        if not any(record["round"] == 0 for record in result["personas"]):
+            failed = [r for r in rejects if r["stage"] == "text_to_persona"]
+            raise nothing_from(f"no persona from {text.source}", failed)
+        self.run.import_rejects(rejects)  # expansions that failed; the rest of the tree is kept
+        return [
+            {**record, "source": text.source} if record["round"] == 0 else record
+            for record in result["personas"]
+        ]
+
+    def process(self, text: TextRecord) -> list[dict[str, Any]]:
+        config = self.config_for(text)
+        payload, result = _resume_point(self.graph.get_state(config), text)
+        if result is None:
+            result = self.graph.invoke(payload, config, context=self.context)
+        return self.records(text, result)
+
+    async def aprocess(self, text: TextRecord) -> list[dict[str, Any]]:
+        config = self.config_for(text)
+        payload, result = _resume_point(await self.graph.aget_state(config), text)
+        if result is None:
+            result = await self.graph.ainvoke(payload, config, context=self.context)
+        return self.records(text, result)
+
+
+def _on_ray_worker(
+    run: BlockRun, context: PersonasContext
+) -> Callable[[TextRecord], Awaitable[list[dict[str, Any]]]]:
+    """A Ray worker's `aprocess` (built once per worker): the same graph run, on the worker's
+    checkpointer."""
+    return _TextRun(run, builder.compile(checkpointer=run.saver, name="personas"), context).aprocess
 
 
 def _resume_point(

@@ -18,19 +18,7 @@ import typer
 from rich.progress import Progress, TaskID
 
 from synthgraph.graphs.cli_support import fail, progress, stdout, table
-from synthgraph.graphs.tabular.job import (
-    DEFAULT_DELTA,
-    DEFAULT_EPOCHS,
-    DEFAULT_MAX_GRAD_NORM,
-    RareMode,
-    fit_job,
-    fit_schema_job,
-    impute_job,
-    is_schema_model,
-    report_job,
-    sample_job,
-    sample_schema_job,
-)
+from synthgraph.graphs.tabular import job
 from synthgraph.tabular.dp import privacy_rows
 from synthgraph.tools.settings import Executor, get_settings
 
@@ -63,7 +51,7 @@ def fit_command(
     key: Annotated[
         str | None, typer.Option(help="Entity key column of DATA (and of --context).")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = DEFAULT_EPOCHS,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = job.DEFAULT_EPOCHS,
     max_minutes: Annotated[
         float | None, typer.Option(help="Wall-clock limit for training.")
     ] = None,
@@ -76,7 +64,7 @@ def fit_command(
         typer.Option(help="JSON list of constraints every sample keeps (flat tables)."),
     ] = None,
     rare: Annotated[
-        RareMode,
+        job.RareMode,
         typer.Option(
             help="A category seen under 5 times comes back as: a frequent one drawn in "
             "proportion (sample), the marker _RARE_ (token), or missing."
@@ -91,10 +79,10 @@ def fit_command(
     ] = None,
     dp_delta: Annotated[
         float, typer.Option(help="DP δ: keep it well under 1 / rows.")
-    ] = DEFAULT_DELTA,
+    ] = job.DEFAULT_DELTA,
     dp_max_grad_norm: Annotated[
         float, typer.Option(help="DP-SGD per-row gradient clip norm.")
-    ] = DEFAULT_MAX_GRAD_NORM,
+    ] = job.DEFAULT_MAX_GRAD_NORM,
     executor: Annotated[
         Executor | None,
         typer.Option(
@@ -132,7 +120,7 @@ def fit_command(
         return
     assert data is not None
     with _fit_progress() as report:
-        summary = fit_job(
+        summary = job.fit_job(
             data,
             model,
             context=context,
@@ -212,7 +200,7 @@ def _fit_schema(
     threads: int | None,
 ) -> None:
     with _fit_progress() as report:
-        summary = fit_schema_job(
+        summary = job.fit_schema_job(
             schema,
             model,
             epochs=epochs,
@@ -266,14 +254,14 @@ def sample_command(
     seed: Seed = None,
 ) -> None:
     """Generate synthetic rows, unconditionally (--rows) or for each row of --input."""
-    if is_schema_model(model):
+    if job.is_schema_model(model):
         if given is not None:
             fail("--input is for single-table models; a multi-table model samples every table")
         _sample_schema(model, out, rows, temperature, top_p, seed)
         return
     if (rows is None) == (given is None):
         fail("give exactly one of --rows and --input")
-    summary = sample_job(
+    summary = job.sample_job(
         model, out, rows=rows, given=given, temperature=temperature, top_p=top_p, seed=seed
     )
     _print_violations(f"constraint breaches in {out.name}", summary.violations)
@@ -283,7 +271,7 @@ def sample_command(
 def _sample_schema(
     model: Path, out: Path, rows: int | None, temperature: float, top_p: float, seed: int | None
 ) -> None:
-    summary = sample_schema_job(
+    summary = job.sample_schema_job(
         model, out, rows=rows, temperature=temperature, top_p=top_p, seed=seed
     )
     lines = []
@@ -313,7 +301,7 @@ def impute_command(
     seed: Seed = None,
 ) -> None:
     """Fill the missing cells of --data; known cells are kept."""
-    summary = impute_job(model, data, out, seed=seed)
+    summary = job.impute_job(model, data, out, seed=seed)
     stdout.print(f"{summary.filled_cells:,} cells filled → {out}")
 
 
@@ -340,7 +328,7 @@ def report_command(
     ] = None,
 ) -> None:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table."""
-    summary = report_job(
+    summary = job.report_job(
         synthetic,
         training,
         holdout=holdout,

@@ -16,17 +16,7 @@ from typing import Any, NotRequired
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
-from synthgraph.graphs.tabular.job import (
-    DEFAULT_DELTA,
-    DEFAULT_EPOCHS,
-    DEFAULT_MAX_GRAD_NORM,
-    as_dict,
-    fit_job,
-    fit_schema_job,
-    report_job,
-    sample_job,
-    sample_schema_job,
-)
+from synthgraph.graphs.tabular import job
 from synthgraph.tools.agent_tool import workspace_relative
 from synthgraph.tools.io import InputError
 from synthgraph.tools.workspace import confine, workspace_root
@@ -79,35 +69,35 @@ def confine_given(path: str | None) -> Path | None:
 def fit(state: TabularState) -> dict[str, Any]:
     model_dir = confine(state["model_dir"])
     if state.get("schema_path"):
-        tables = fit_schema_job(
+        tables = job.fit_schema_job(
             confine(state["schema_path"] or ""),
             model_dir,
-            epochs=state.get("max_epochs", DEFAULT_EPOCHS),
+            epochs=state.get("max_epochs", job.DEFAULT_EPOCHS),
             max_minutes=state.get("max_minutes", DEFAULT_MINUTES),
             seed=state.get("seed", 0),
             within=workspace_root(),
         )
-        return {"fit": as_dict(tables, workspace_relative)}
+        return {"fit": job.as_dict(tables, workspace_relative)}
     if not state.get("training_path"):
         raise InputError("give training_path or schema_path")
-    summary = fit_job(
+    summary = job.fit_job(
         confine(state["training_path"]),
         model_dir,
         context=confine_given(state.get("context_path")),
         key=state.get("context_key"),
-        epochs=state.get("max_epochs", DEFAULT_EPOCHS),
+        epochs=state.get("max_epochs", job.DEFAULT_EPOCHS),
         max_minutes=state.get("max_minutes", DEFAULT_MINUTES),
         seed=state.get("seed", 0),
         dp_epsilon=state.get("dp_epsilon"),
-        dp_delta=state.get("dp_delta", DEFAULT_DELTA),
-        dp_max_grad_norm=state.get("dp_max_grad_norm", DEFAULT_MAX_GRAD_NORM),
+        dp_delta=state.get("dp_delta", job.DEFAULT_DELTA),
+        dp_max_grad_norm=state.get("dp_max_grad_norm", job.DEFAULT_MAX_GRAD_NORM),
     )
-    return {"fit": as_dict(summary, workspace_relative)}
+    return {"fit": job.as_dict(summary, workspace_relative)}
 
 
 def sample(state: TabularState) -> dict[str, Any]:
     if state.get("schema_path"):  # the integrity of the keys is the multi-table report
-        tables = sample_schema_job(
+        tables = job.sample_schema_job(
             confine(state["model_dir"]),
             confine(state["output_path"]),
             rows=state.get("rows", DEFAULT_ROWS),
@@ -115,9 +105,9 @@ def sample(state: TabularState) -> dict[str, Any]:
         )
         return {
             "output_path": workspace_relative(tables.output_dir),
-            "metrics": as_dict(tables, workspace_relative),
+            "metrics": job.as_dict(tables, workspace_relative),
         }
-    summary = sample_job(
+    summary = job.sample_job(
         confine(state["model_dir"]),
         confine(state["output_path"]),
         rows=state.get("rows", DEFAULT_ROWS),
@@ -129,13 +119,13 @@ def sample(state: TabularState) -> dict[str, Any]:
 def report(state: TabularState) -> dict[str, Any]:
     if state.get("schema_path"):
         return {}  # `sample` reported the multi-table integrity already
-    summary = report_job(
+    summary = job.report_job(
         confine(state["output_path"]),
         confine(state["training_path"]),
         holdout=confine_given(state.get("holdout_path")),
         model_dir=confine(state["model_dir"]),  # its privacy record joins the metrics
     )
-    return {"metrics": as_dict(summary, workspace_relative)}
+    return {"metrics": job.as_dict(summary, workspace_relative)}
 
 
 # --- builder --------------------------------------------------------------------

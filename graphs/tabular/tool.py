@@ -13,20 +13,8 @@ from typing import Any
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
+from synthgraph.graphs.tabular import job
 from synthgraph.graphs.tabular.graph import DEFAULT_MINUTES, DEFAULT_ROWS, confine_given
-from synthgraph.graphs.tabular.job import (
-    DEFAULT_DELTA,
-    DEFAULT_EPOCHS,
-    DEFAULT_MAX_GRAD_NORM,
-    as_dict,
-    fit_job,
-    fit_schema_job,
-    impute_job,
-    is_schema_model,
-    report_job,
-    sample_job,
-    sample_schema_job,
-)
 from synthgraph.tools.agent_tool import agent_tool, workspace_relative
 from synthgraph.tools.io import InputError
 from synthgraph.tools.workspace import confine, workspace_root
@@ -55,7 +43,7 @@ class FitArgs(BaseModel):
         default=None,
         description="Key column linking event rows to entities; makes the model sequential.",
     )
-    max_epochs: int = Field(default=DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS)
+    max_epochs: int = Field(default=job.DEFAULT_EPOCHS, ge=1, le=MAX_EPOCHS)
     max_minutes: float = Field(default=DEFAULT_MINUTES, gt=0, le=MAX_MINUTES)
     seed: int = Field(default=0, description="Random seed for reproducible training.")
     constraints_path: str | None = Field(
@@ -69,9 +57,9 @@ class FitArgs(BaseModel):
         description="Train with differential privacy at this epsilon (flat tables, no "
         "constraints): DP-SGD for max_epochs on every row, private value analysis.",
     )
-    dp_delta: float = Field(default=DEFAULT_DELTA, gt=0, lt=1, description="DP delta.")
+    dp_delta: float = Field(default=job.DEFAULT_DELTA, gt=0, lt=1, description="DP delta.")
     dp_max_grad_norm: float = Field(
-        default=DEFAULT_MAX_GRAD_NORM, gt=0, description="DP-SGD per-row gradient clip norm."
+        default=job.DEFAULT_MAX_GRAD_NORM, gt=0, description="DP-SGD per-row gradient clip norm."
     )
 
 
@@ -81,13 +69,13 @@ def fit_tabular_model(
     schema_path: str | None = None,
     context_path: str | None = None,
     context_key: str | None = None,
-    max_epochs: int = DEFAULT_EPOCHS,
+    max_epochs: int = job.DEFAULT_EPOCHS,
     max_minutes: float = DEFAULT_MINUTES,
     seed: int = 0,
     constraints_path: str | None = None,
     dp_epsilon: float | None = None,
-    dp_delta: float = DEFAULT_DELTA,
-    dp_max_grad_norm: float = DEFAULT_MAX_GRAD_NORM,
+    dp_delta: float = job.DEFAULT_DELTA,
+    dp_max_grad_norm: float = job.DEFAULT_MAX_GRAD_NORM,
 ) -> dict[str, Any]:
     """Train a TabularARGN on a table (and optional context), or one per table of a schema,
     and save it."""
@@ -95,7 +83,7 @@ def fit_tabular_model(
     if (data_path is None) == (schema_path is None):
         raise InputError("give exactly one of data_path and schema_path")
     if schema_path is not None:
-        schema_summary = fit_schema_job(
+        schema_summary = job.fit_schema_job(
             confine(schema_path),
             out,
             epochs=max_epochs,
@@ -103,8 +91,8 @@ def fit_tabular_model(
             seed=seed,
             within=workspace_root(),
         )
-        return as_dict(schema_summary, workspace_relative)
-    summary = fit_job(
+        return job.as_dict(schema_summary, workspace_relative)
+    summary = job.fit_job(
         confine(data_path),
         out,
         context=confine_given(context_path),
@@ -117,7 +105,7 @@ def fit_tabular_model(
         dp_delta=dp_delta,
         dp_max_grad_norm=dp_max_grad_norm,
     )
-    return as_dict(summary, workspace_relative)
+    return job.as_dict(summary, workspace_relative)
 
 
 class GenerateArgs(BaseModel):
@@ -157,14 +145,14 @@ def generate_synthetic_table(
     """Sample synthetic rows from a saved model, optionally conditioned on an input table; a
     multi-table model writes <table>.csv per table into output_path (a folder)."""
     out, model = confine(output_path), confine(model_dir)
-    if is_schema_model(model):
+    if job.is_schema_model(model):
         if input_path is not None:
             raise InputError("input_path is for single-table models")
-        tables = sample_schema_job(
+        tables = job.sample_schema_job(
             model, out, rows=rows, temperature=temperature, top_p=top_p, seed=seed
         )
-        return as_dict(tables, workspace_relative)
-    summary = sample_job(
+        return job.as_dict(tables, workspace_relative)
+    summary = job.sample_job(
         model,
         out,
         rows=rows,
@@ -174,7 +162,7 @@ def generate_synthetic_table(
         seed=seed,
         max_rows=MAX_ROWS,
     )
-    return as_dict(summary, workspace_relative)
+    return job.as_dict(summary, workspace_relative)
 
 
 class ImputeArgs(BaseModel):
@@ -191,8 +179,10 @@ def impute_table(
 ) -> dict[str, Any]:
     """Fill the missing cells of a table with values drawn from the model; known cells stay."""
     out = confine(output_path)
-    summary = impute_job(confine(model_dir), confine(data_path), out, seed=seed, max_rows=MAX_ROWS)
-    return as_dict(summary, workspace_relative)
+    summary = job.impute_job(
+        confine(model_dir), confine(data_path), out, seed=seed, max_rows=MAX_ROWS
+    )
+    return job.as_dict(summary, workspace_relative)
 
 
 class ReportArgs(BaseModel):
@@ -228,7 +218,7 @@ def tabular_quality_report(
 ) -> dict[str, Any]:
     """Accuracy (univariate, bivariate) and DCR share of a synthetic table, and its plots."""
     report_file, pictures = confine_given(report_path), confine_given(html_dir)
-    summary = report_job(
+    summary = job.report_job(
         confine(synthetic_path),
         confine(training_path),
         holdout=confine_given(holdout_path),
@@ -237,7 +227,7 @@ def tabular_quality_report(
         key=context_key,
         model_dir=confine_given(model_dir),
     )
-    return as_dict(summary, workspace_relative)
+    return job.as_dict(summary, workspace_relative)
 
 
 def fit_tool() -> StructuredTool:

@@ -280,15 +280,8 @@ class BandIndex(Protocol):
         """The stored documents numbered `docs`, in that order (what scoring reads)."""
         ...
 
-    def add(
-        self,
-        ids: Sequence[str],
-        owner: str,
-        keys: np.ndarray,
-        tokens: np.ndarray,
-        offsets: np.ndarray,
-    ) -> None:
-        """Store documents (all or none of them, for a persistent backend)."""
+    def add(self, documents: StoredDocuments, keys: np.ndarray) -> None:
+        """Store documents with their band keys (all or none, for a persistent backend)."""
         ...
 
 
@@ -334,19 +327,12 @@ class MinHashIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(
-        self,
-        ids: Sequence[str],
-        owner: str,
-        keys: np.ndarray,
-        tokens: np.ndarray,
-        offsets: np.ndarray,
-    ) -> None:
-        self.ids.extend(ids)
-        self.owners.extend([owner] * len(ids))
+    def add(self, documents: StoredDocuments, keys: np.ndarray) -> None:
+        self.ids.extend(documents.ids)
+        self.owners.extend(documents.owners)
         self.keys = np.concatenate([self.keys, keys])
-        self.tokens = np.concatenate([self.tokens, tokens])
-        self.offsets = np.concatenate([self.offsets, offsets[1:] + self.offsets[-1]])
+        self.tokens = np.concatenate([self.tokens, documents.tokens])
+        self.offsets = np.concatenate([self.offsets, documents.offsets[1:] + self.offsets[-1]])
         self._sorted = None
         if self.path:
             self.save(self.path)
@@ -640,13 +626,13 @@ class MinHashDeduper:
         self._pending = None
         docs = np.flatnonzero(keep & (np.diff(offsets) > 0))  # wordless texts are never indexed
         values, lengths = _gather(tokens, offsets, docs)
-        self.index.add(
-            [ids[d] for d in docs.tolist()],
-            self.owner,
-            keys[docs],
-            values,
-            np.r_[0, np.cumsum(lengths)].astype(np.int64),
+        kept = StoredDocuments(
+            ids=[ids[d] for d in docs.tolist()],
+            owners=[self.owner] * len(docs),
+            tokens=values,
+            offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64),
         )
+        self.index.add(kept, keys[docs])
 
 
 def _unique(values: np.ndarray) -> np.ndarray:

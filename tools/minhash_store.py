@@ -33,7 +33,7 @@ import contextlib
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,15 +223,11 @@ class RedisMinHashStore:
         offsets = np.r_[0, np.cumsum(lengths, dtype=np.int64)].astype(np.int64)
         return StoredDocuments(ids, owners, np.concatenate(tokens), offsets)
 
-    def add(
-        self,
-        ids: Sequence[str],
-        owner: str,
-        keys: np.ndarray,
-        tokens: np.ndarray,
-        offsets: np.ndarray,
-    ) -> None:
+    def add(self, documents: StoredDocuments, keys: np.ndarray) -> None:
         """Write the documents past `count`, then move `count` over them (see the module)."""
+        ids, owners, tokens, offsets = (
+            documents.ids, documents.owners, documents.tokens, documents.offsets,
+        )  # fmt: skip
         if not len(ids):
             return
         start = len(self)
@@ -244,7 +240,7 @@ class RedisMinHashStore:
             records: list[bytes] = []
             for i in range(first, last):
                 hashes = tokens[offsets[i] : offsets[i + 1]]
-                records += [str(start + i).encode(), _pack(owner, ids[i], hashes)]
+                records += [str(start + i).encode(), _pack(owners[i], ids[i], hashes)]
             self._fenced(self._put, "docs", records)
             chunk = [
                 fields[10 * size * first : 10 * size * last],

@@ -263,6 +263,16 @@ class StoredDocuments:
     offsets: np.ndarray  # int64, len(ids) + 1
 
 
+@dataclass(frozen=True)
+class PairSide:
+    """One side of a batch of candidate pairs: pair k joins row `rows[k]` of this side's
+    signatures and token sets (`tokens` = hashes, offsets) with the other side's."""
+
+    sigs: np.ndarray
+    rows: np.ndarray
+    tokens: tuple[np.ndarray, np.ndarray]
+
+
 class BandIndex(Protocol):
     """What `MinHashDeduper` needs of the kept documents of earlier runs.
 
@@ -521,16 +531,8 @@ class MinHashDeduper:
         unique = _unique(np.concatenate(packed))
         return unique // n, unique % n
 
-    def _score(
-        self,
-        sigs_a: np.ndarray,
-        rows_a: np.ndarray,
-        sigs_b: np.ndarray,
-        rows_b: np.ndarray,
-        tokens_a: tuple[np.ndarray, np.ndarray],
-        tokens_b: tuple[np.ndarray, np.ndarray],
-    ) -> np.ndarray:
-        """Similarity of pairs (rows_a[k], rows_b[k]); NaN where the signature estimate rules one out.
+    def _score(self, a: PairSide, b: PairSide) -> np.ndarray:
+        """Similarity of pairs (a.rows[k], b.rows[k]); NaN where the signature estimate rules one out.
 
         The estimate (share of equal values) is cheap; exact Jaccard is computed
         only for pairs whose estimate is within ~6 standard deviations of the
@@ -539,16 +541,16 @@ class MinHashDeduper:
         """
         t = self.threshold
         floor = t - 6.0 * np.sqrt(t * (1.0 - t) / self.hasher.num_perm) - 0.02
-        scores = np.full(len(rows_a), np.nan)
+        scores = np.full(len(a.rows), np.nan)
         step = 1 << 16  # 64k pairs: 2 × 32 MB of gathered signatures
-        for start in range(0, len(rows_a), step):
-            a, b = rows_a[start : start + step], rows_b[start : start + step]
-            estimate = signature_similarity(sigs_a[a], sigs_b[b])
+        for start in range(0, len(a.rows), step):
+            rows_a, rows_b = a.rows[start : start + step], b.rows[start : start + step]
+            estimate = signature_similarity(a.sigs[rows_a], b.sigs[rows_b])
             if self.verify == "signature":
-                scores[start : start + len(a)] = estimate
+                scores[start : start + len(rows_a)] = estimate
                 continue
             close = np.flatnonzero(estimate >= floor)
-            scores[start + close] = pair_jaccard(*tokens_a, a[close], *tokens_b, b[close])
+            scores[start + close] = pair_jaccard(*a.tokens, rows_a[close], *b.tokens, rows_b[close])
         return scores
 
     def dedup(self, texts: Sequence[str], ids: Sequence[str]) -> MinHashVerdicts:
@@ -579,7 +581,9 @@ class MinHashDeduper:
             query, where = query[~itself], where[~itself]
         stored_tokens = (found.tokens, found.offsets)
         stored_sigs = self.hasher.signatures_of_hashes(*stored_tokens)
-        scores = self._score(sigs, query, stored_sigs, where, (tokens, offsets), stored_tokens)
+        scores = self._score(
+            PairSide(sigs, query, (tokens, offsets)), PairSide(stored_sigs, where, stored_tokens)
+        )
         candidates = len(query)
         scored = ~np.isnan(scores)
         query, where, scores = query[scored], where[scored], scores[scored]
@@ -594,7 +598,9 @@ class MinHashDeduper:
         # 2. This call: greedy in input order over the verified pairs (a document is
         # dropped when one it matches was kept before it).
         later, earlier = self._batch_pairs(keys, np.flatnonzero(has_tokens))
-        scores = self._score(sigs, later, sigs, earlier, (tokens, offsets), (tokens, offsets))
+        scores = self._score(
+            PairSide(sigs, later, (tokens, offsets)), PairSide(sigs, earlier, (tokens, offsets))
+        )
         candidates += len(later)
         scored = ~np.isnan(scores)
         later, earlier, scores = later[scored], earlier[scored], scores[scored]

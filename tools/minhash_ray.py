@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import ray
 import ray.data
 
-from synthgraph.tools.minhash import MinHashDeduper, _unique
+from synthgraph.tools.minhash import MinHashDeduper, PairSide, _unique
 
 _SIGN_ROWS = 10_000  # texts per signing block
 _SCORE_ROWS = 1 << 16  # pairs per scoring block (the local `_score` chunk)
@@ -161,27 +161,20 @@ class RayMinHashDeduper(MinHashDeduper):
         packed = _unique(pairs["pair"].to_numpy()) if len(pairs) else np.zeros(0, np.int64)
         return packed // n, packed % n
 
-    def _score(
-        self,
-        sigs_a: np.ndarray,
-        rows_a: np.ndarray,
-        sigs_b: np.ndarray,
-        rows_b: np.ndarray,
-        tokens_a: tuple[np.ndarray, np.ndarray],
-        tokens_b: tuple[np.ndarray, np.ndarray],
-    ) -> np.ndarray:
+    def _score(self, a: PairSide, b: PairSide) -> np.ndarray:
         """The local `_score`, on blocks of pairs in `map_batches`."""
-        if not len(rows_a):
-            return super()._score(sigs_a, rows_a, sigs_b, rows_b, tokens_a, tokens_b)
-        shared = ray.put((sigs_a, sigs_b, tokens_a, tokens_b))
+        if not len(a.rows):
+            return super()._score(a, b)
+        shared = ray.put((a.sigs, b.sigs, a.tokens, b.tokens))
 
         def score(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             sa, sb, ta, tb = ray.get(shared)
-            scores = MinHashDeduper._score(self, sa, batch["a"], sb, batch["b"], ta, tb)
+            block_a, block_b = PairSide(sa, batch["a"], ta), PairSide(sb, batch["b"], tb)
+            scores = MinHashDeduper._score(self, block_a, block_b)
             return {"position": batch["position"], "score": scores}
 
-        pairs = {"position": np.arange(len(rows_a)), "a": rows_a, "b": rows_b}
+        pairs = {"position": np.arange(len(a.rows)), "a": a.rows, "b": b.rows}
         scored = _collect(_dataset(pairs, _SCORE_ROWS).map_batches(score, batch_format="numpy"))
-        scores = np.empty(len(rows_a))
+        scores = np.empty(len(a.rows))
         scores[scored["position"].to_numpy()] = scored["score"].to_numpy(zero_copy_only=False)
         return scores

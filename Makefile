@@ -39,13 +39,16 @@ postgres:
 	  { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15; } || \
 	  echo "postgres not found: the Postgres checkpoint tests will skip (install it: sudo apt-get install postgresql-15)"
 
+# The two-node Ray cluster tests run in a process of their own: a process that already ran
+# Ray in-process (the Ray dedup and Ray Train tests) cannot start actors on a new cluster.
 test: $(STAMP) redis-server postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not cluster"
+	$(BIN)/python -m pytest -m cluster
 
 test-fast: $(STAMP) redis-server postgres
-	$(BIN)/python -m pytest -m "not integration and not studio"
+	$(BIN)/python -m pytest -m "not integration and not studio and not cluster"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -112,10 +112,8 @@ def _wait_for(check: Any, seconds: float, what: str, log: Path) -> None:
     while not check():
         if time.monotonic() > deadline:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            message = f"Ray did not start ({what}): {tail}"
-            if os.environ.get("CI") == "true":  # a CI box without the resources for two nodes
-                pytest.skip(message)
-            pytest.fail(message)
+            # Ray is a Python dependency: it always can start here, so not starting is a failure.
+            pytest.fail(f"Ray did not start ({what}): {tail}")
         time.sleep(0.2)
 
 

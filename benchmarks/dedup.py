@@ -294,7 +294,7 @@ def worker(method: str, size: int, seed: int, dup_rate: float) -> dict[str, Any]
 
     minhash.tokenize_batch(texts[:10])
     if method == "ours-ray":  # start Ray and its workers outside the timing
-        from synthgraph.tools.minhash_ray import init_ray
+        from synthgraph.tools.ray_support import init_ray
 
         init_ray()
         run_ours(texts[:20_000], "exact", distributed=True)  # 2 blocks: a worker per core

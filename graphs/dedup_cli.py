@@ -56,7 +56,8 @@ def dedup_command(
     deduper = MinHashDeduper
     if (executor or get_settings().executor) == "ray" and method != "embedding":
         try:
-            from synthgraph.tools.minhash_ray import RayMinHashDeduper, init_ray
+            from synthgraph.tools.minhash_ray import RayMinHashDeduper
+            from synthgraph.tools.ray_support import init_ray
         except ImportError:
             fail("--executor ray needs Ray: pip install 'synthgraph[ray]'")
         init_ray()

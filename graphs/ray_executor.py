@@ -262,7 +262,7 @@ def run_on_ray(
     import ray
     import ray.data
 
-    from synthgraph.tools.minhash_ray import init_ray
+    from synthgraph.tools.ray_support import init_ray
 
     folder = run.path(BLOCKS) / output
     folder.mkdir(parents=True, exist_ok=True)

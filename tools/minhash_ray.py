@@ -32,7 +32,6 @@ the workers tokenise, sign, pair and score.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,24 +47,6 @@ _SIGN_ROWS = 10_000  # texts per signing block
 _SCORE_ROWS = 1 << 16  # pairs per scoring block (the local `_score` chunk)
 # What the workers need of a deduper: its MinHash parameters, not the index.
 _WORKER_STATE = ("threshold", "verify", "hasher", "bands", "rows")
-
-
-def init_ray(address: str | None = None) -> None:
-    """Connect to the Ray cluster at `address` (else SYNTHGRAPH_RAY_ADDRESS); without
-    one, start Ray on this machine. Keeps a Ray that is already initialised."""
-    # A dedup is a few short Ray Data jobs: their progress bars and INFO lines are noise.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    if ray.is_initialized():
-        return
-    if address is None:
-        from synthgraph.tools.settings import get_settings
-
-        address = get_settings().ray_address
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
 
 
 def _dataset(columns: dict[str, np.ndarray | pa.Array], rows_per_block: int) -> Any:
@@ -86,7 +67,7 @@ def _collect(dataset: Any) -> pa.Table:
 class RayMinHashDeduper(MinHashDeduper):
     """`MinHashDeduper` with signing, candidate pairing and scoring on Ray Data.
 
-    Same arguments, verdicts and `commit` as the local deduper; call `init_ray` first.
+    Same arguments, verdicts and `commit` as the local deduper; call `synthgraph.tools.ray_support.init_ray` first.
     `block_rows` sets the texts per signing block (small values help tests).
     """
 

@@ -149,7 +149,7 @@ def fit_job(
     rules = read_constraints(constraints, frame) if constraints is not None else None
     if executor == "ray":
         try:
-            from synthgraph.tools.minhash_ray import init_ray
+            from synthgraph.tools.ray_support import init_ray
         except ImportError as error:
             raise InputError("--executor ray needs Ray: pip install 'synthgraph[ray]'") from error
         init_ray()

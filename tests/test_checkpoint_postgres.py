@@ -139,6 +139,10 @@ def test_two_runs_at_once_on_one_database_keep_their_own_threads(
     assert len(first) == len(second) == 4 and first | second == threads
     assert not first & second
     for run_dir in runs:
+        records = list(read_jsonl(run_dir / "generated.jsonl"))
+        assert set(Counter(r["input_id"] for r in records).values()) == {3}, (
+            run_dir / "rejects.jsonl"
+        ).read_text()
         run = Run.open("personas", resume=str(run_dir))
         with run.checkpointer() as saver:
             graph = builder.compile(checkpointer=saver)
@@ -146,8 +150,6 @@ def test_two_runs_at_once_on_one_database_keep_their_own_threads(
                 state = graph.get_state({"configurable": {"thread_id": f"{run.id}:{input_id}"}})
                 assert [t["id"] for t in state.values["texts"]] == [input_id]
                 assert len(state.values["personas"]) == 3, "one persona, two expansions"
-        records = list(read_jsonl(run_dir / "generated.jsonl"))
-        assert set(Counter(r["input_id"] for r in records).values()) == {3}
 
 
 def test_a_run_killed_with_sigkill_resumes_from_postgres_with_every_input_once(

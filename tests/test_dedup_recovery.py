@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_agentinstruct import models
@@ -79,3 +80,30 @@ def test_instruct_killed_between_its_dedup_and_its_output_keeps_the_records_on_r
         )
     assert sorted(r["id"] for r in read_jsonl(again.instructions)) == written
     assert not [r for r in read_jsonl(again.rejects) if r["stage"] in ("dedup", "seed")]
+
+
+OPEN_AT_ONCE = """
+import sys, time
+from synthgraph.tools.dedup import DedupService
+start = float(sys.argv[1])
+time.sleep(max(0.0, start - time.time()))  # all processes open the new folder together
+DedupService("shared").collection().count()
+"""
+
+
+def test_processes_opening_one_new_chroma_folder_at_once_all_succeed(
+    isolated_settings: Path,
+) -> None:
+    # Chroma creates its tables on first open with no guard. Unlocked, on a loaded machine,
+    # 3 of 36 such processes failed ("table collections already exists"); locked, none.
+    env = {**os.environ, "SYNTHGRAPH_DATA_DIR": str(isolated_settings)}
+    start = f"{time.time() + 8:.3f}"  # after every interpreter has imported Chroma
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT_ONCE, start], env=env, stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err.decode()[-2000:]

@@ -147,6 +147,8 @@ class DedupService:
         self.collection_name = f"dedup-{namespace}"
         self._embeddings = embeddings
         self._client = chroma_client
+        # Our own client on a local folder (not a caller's, not a server): creation is guarded.
+        self._chroma_dir = None if chroma_client or settings.chroma_url else settings.chroma_dir
         self._max_batch_size = max_batch_size
         self._progress = progress
 
@@ -171,11 +173,21 @@ class DedupService:
     def collection(self) -> Any:
         # Vectors always come from us, so no embedding function: Chroma's default
         # one would download a model at run time.
-        return self.client.get_or_create_collection(
-            self.collection_name,
-            configuration={"hnsw": {"space": "cosine"}},
-            embedding_function=None,
-        )
+        client = self.client  # opened first: opening takes the same lock
+        with self._creating():
+            return client.get_or_create_collection(
+                self.collection_name,
+                configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=None,
+            )
+
+    def _creating(self) -> contextlib.AbstractContextManager[None]:
+        """Two processes creating one collection in a local Chroma at once: the second fails."""
+        if self._chroma_dir is None:
+            return contextlib.nullcontext()
+        from synthgraph.tools.embeddings import chroma_open_lock
+
+        return chroma_open_lock(self._chroma_dir)
 
     def max_batch_size(self) -> int:
         return self._max_batch_size or int(self.client.get_max_batch_size())

@@ -7,6 +7,7 @@ fetched at run time. The same object serves LangChain (`Embeddings`) and Chroma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from functools import lru_cache
@@ -156,4 +157,21 @@ def _chroma_client(chroma_url: str | None, chroma_dir: Path) -> Any:
             settings=chroma_settings,
         )
     chroma_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(chroma_dir), settings=chroma_settings)
+    # Chroma creates its SQLite tables on first open without a guard, so two processes opening
+    # one new folder at once fail ("table collections already exists").
+    with chroma_open_lock(chroma_dir):
+        try:
+            return chromadb.PersistentClient(path=str(chroma_dir), settings=chroma_settings)
+        except Exception:
+            # A failed open stays in Chroma's per-path cache, half built; the next try starts anew.
+            from chromadb.api.shared_system_client import SharedSystemClient
+
+            SharedSystemClient._identifier_to_system.pop(str(chroma_dir), None)
+            raise
+
+
+def chroma_open_lock(chroma_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Held (between processes) while a local Chroma folder is opened or a collection created."""
+    from synthgraph.tools.locks import file_lock
+
+    return file_lock(chroma_dir.with_name(f"{chroma_dir.name}.open.lock"))

@@ -300,11 +300,12 @@ def print_table(collection: str, results: Results, timings: dict[str, float], ou
     order = [name for name in rows if not str(name).endswith(" + reranker")]
     order = [n for name in order for n in (name, f"{name} + reranker") if n in rows]
     print(
-        f"\n{collection}\n{'system':48}"
+        f"\n{collection}\n{'system':60}"
         + "".join(f"{'nDCG@10 ' + s:>14}{'R@100 ' + s:>12}{'MRR@10 ' + s:>13}" for s in splits)
     )
     for name in order:
-        line = f"{name!s:48}"
+        weight = results[splits[0]][rows[name]].get("dense_weight")
+        line = f"{name!s:60}" if weight is None else f"{f'{name} w={weight}':60}"
         for split in splits:
             r = results[split][rows[name]]
             line += f"{r['ndcg@10']:>14.4f}{r['recall@100']:>12.4f}{r['mrr@10']:>13.4f}"

@@ -13,6 +13,7 @@ from synthgraph.graphs.cli import app
 from synthgraph.graphs.retrieval import job
 from synthgraph.graphs.retrieval.job import PAIRS, eval_job, filter_job
 from synthgraph.tools.io import write_records
+from synthgraph.tools.retrieval_data import BeirSet
 from synthgraph.tools.retrieval_filters import overlap_profile, word_overlaps
 from synthgraph.tools.retrieval_index import fuse
 from synthgraph.tools.retrieval_training import Reranker
@@ -32,6 +33,42 @@ def test_rrf_rewards_agreement_and_breaks_ties_by_id() -> None:
     # Equal scores keep the same order whichever list comes first.
     assert [doc for doc, _ in fuse([dense, bm25])] == ["y", "x", "z"]
     assert fuse([]) == []
+
+
+def test_weighted_rrf_lets_the_heavier_list_lead() -> None:
+    bm25 = [("x", 9.0), ("y", 5.0)]
+    dense = [("y", 0.9), ("x", 0.8)]
+    assert [doc for doc, _ in fuse([bm25, dense], weights=(0.3, 0.7))] == ["y", "x"]
+    assert [doc for doc, _ in fuse([bm25, dense], weights=(0.7, 0.3))] == ["x", "y"]
+
+
+class FixedIndex:
+    """A first stage that returns the same list for every query."""
+
+    def __init__(self, hits: list[tuple[str, float]]) -> None:
+        self.hits = hits
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+        return [self.hits[:k] for _ in queries]
+
+
+def test_the_hybrid_weight_is_tuned_toward_the_list_that_ranks_the_answers_first() -> None:
+    tuning = BeirSet(corpus={}, queries={"q": "query"}, qrels={"q": {"answer": 1}})
+    wrong_first = FixedIndex([("a", 3.0), ("b", 2.0), ("answer", 1.0)])
+    right_first = FixedIndex([("answer", 3.0), ("c", 2.0), ("a", 1.0)])
+    weight = job._tuned_weight(wrong_first, right_first, tuning)  # type: ignore[arg-type]
+    assert weight > 0.5
+    assert job._tuned_weight(right_first, wrong_first, tuning) < 0.5  # type: ignore[arg-type]
+    # Nothing to choose between: plain RRF.
+    assert job._tuned_weight(right_first, right_first, tuning) == 0.5  # type: ignore[arg-type]
+
+
+def test_hybrid_rows_carry_their_dense_weight() -> None:
+    tuned = eval_job(BEIR, split="test")  # the folder has dev qrels to tune on
+    assert tuned[2]["system"] == HYBRID and tuned[2]["dense_weight"] in job.HYBRID_WEIGHTS
+    assert "dense_weight" not in tuned[0] and "dense_weight" not in tuned[1]
+    plain = eval_job(BEIR, split="test", tune_split=None)
+    assert plain[2]["dense_weight"] == 0.5
 
 
 class WordOverlapReranker(Reranker):

@@ -32,16 +32,17 @@ def content_words(texts: Sequence[str]) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
-def fuse(rankings: Sequence[Hits], k: int = 60) -> Hits:
-    """Reciprocal rank fusion of one query's result lists: score = sum of 1 / (k + rank).
+def fuse(rankings: Sequence[Hits], k: int = 60, weights: Sequence[float] | None = None) -> Hits:
+    """Reciprocal rank fusion of one query's result lists: score = sum of weight / (k + rank).
 
-    Ranks start at 1; a document missing from a list adds nothing for it. Equal
-    scores are ordered by document id, so the fused list is deterministic.
+    Ranks start at 1; a document missing from a list adds nothing for it. Weights default to
+    1 each (plain RRF). Equal scores are ordered by document id, so the fused list is
+    deterministic.
     """
     scores: dict[str, float] = {}
-    for hits in rankings:
+    for hits, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, (doc, _) in enumerate(hits, start=1):
-            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+            scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 

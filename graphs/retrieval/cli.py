@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -284,7 +284,7 @@ def eval_command(
         cli_support.stdout.print_json(json.dumps(rows))
         return
     body = [
-        [r["system"], f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['mrr@10']:.4f}"]
+        [_system(r), f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['mrr@10']:.4f}"]
         for r in rows
     ]
     cli_support.stdout.print(
@@ -294,3 +294,9 @@ def eval_command(
             body,
         )
     )
+
+
+def _system(row: dict[str, Any]) -> str:
+    """A row's system, with the hybrid's dense weight when it was tuned away from plain RRF."""
+    weight = row.get("dense_weight", 0.5)
+    return row["system"] if weight == 0.5 else f"{row['system']}, dense weight {weight}"

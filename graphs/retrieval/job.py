@@ -40,6 +40,7 @@ from synthgraph.tools.io import (
 )
 from synthgraph.tools.log import get_logger
 from synthgraph.tools.retrieval_data import (
+    BeirSet,
     corpus_documents,
     corpus_file,
     judged_pairs,
@@ -504,6 +505,10 @@ def train_job(
 
 
 # --- eval -----------------------------------------------------------------------
+HYBRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+"""The dense list's share of the fusion tried when tuning (0.5 is plain RRF)."""
+
+
 def eval_job(
     beir_dir: Path,
     *,
@@ -513,13 +518,16 @@ def eval_job(
     rerank_depth: int = 20,
     rerank: list[str] | None = None,
     bm25: bool = True,
+    tune_split: str | None = "dev",
 ) -> list[dict[str, Any]]:
     """nDCG@10, Recall@100 and MRR@10 per system: BM25, each bi-encoder, the hybrid of
     BM25 and each bi-encoder (`BM25 + <name> (RRF)`), and each + reranker.
 
     `models` maps a name to a sentence-transformers folder (None: the base
-    MiniLM). The hybrid fuses the top 100 of both by reciprocal rank. The reranker
-    reorders the top `rerank_depth` of each first stage named in `rerank` (default:
+    MiniLM). The hybrid fuses the top 100 of both by weighted reciprocal rank; the dense
+    list's weight (`dense_weight` in the row) is the one of `HYBRID_WEIGHTS` that scores best
+    on `tune_split`'s queries, when the folder has that split, else 0.5 (plain RRF). The
+    reranker reorders the top `rerank_depth` of each first stage named in `rerank` (default:
     all). Returns one row per system.
     """
     for path in (models or {}).values():
@@ -530,19 +538,24 @@ def eval_job(
     data = load_beir(beir_dir, split)
     if not data.queries:
         raise InputError(f"{beir_dir}: no judged queries in qrels/{split}.tsv")
+    tuning = _tuning_queries(beir_dir, tune_split) if bm25 else None
     query_ids = list(data.queries)
     texts = [data.queries[q] for q in query_ids]
     first_stages: dict[str, list[Hits]] = {}
-    if bm25:
-        first_stages["BM25"] = Bm25Index(data.corpus).search(texts, 100)
+    weights: dict[str, float] = {}
+    bm25_index = Bm25Index(data.corpus) if bm25 else None
+    if bm25_index is not None:
+        first_stages["BM25"] = bm25_index.search(texts, 100)
     dense = models or {"MiniLM (base)": None}
     for name, path in dense.items():
         index = DenseIndex(data.corpus, get_embeddings(path), cache_dir=vectors_cache())
         first_stages[name] = index.search(texts, 100)
-    if bm25:
-        for name in dense:
-            first_stages[f"BM25 + {name} (RRF)"] = [
-                fuse(both)[:100]
+        if bm25_index is not None:
+            weight = _tuned_weight(bm25_index, index, tuning) if tuning else 0.5
+            hybrid = f"BM25 + {name} (RRF)"
+            weights[hybrid] = weights[f"{hybrid} + reranker"] = weight
+            first_stages[hybrid] = [
+                fuse(both, weights=(1 - weight, weight))[:100]
                 for both in zip(first_stages["BM25"], first_stages[name], strict=True)
             ]
     rows = [score_hits(name, query_ids, hits, data.qrels) for name, hits in first_stages.items()]
@@ -553,4 +566,29 @@ def eval_job(
                 continue
             reranked = model.rerank(texts, hits, data.corpus, rerank_depth)
             rows.append(score_hits(f"{name} + reranker", query_ids, reranked, data.qrels))
+    for row in rows:
+        if row["system"] in weights:
+            row["dense_weight"] = weights[row["system"]]
     return rows
+
+
+def _tuning_queries(beir_dir: Path, split: str | None) -> BeirSet | None:
+    """The judged queries of `split`, to tune the hybrid on; None without that split."""
+    if split is None or not (Path(beir_dir) / "qrels" / f"{split}.tsv").is_file():
+        return None
+    data = load_beir(beir_dir, split)
+    return data if data.queries else None
+
+
+def _tuned_weight(bm25: Bm25Index, dense: DenseIndex, tuning: BeirSet) -> float:
+    """The dense weight of `HYBRID_WEIGHTS` with the best nDCG@10 on the tuning queries
+    (ties go to the one nearest plain RRF)."""
+    query_ids = list(tuning.queries)
+    texts = [tuning.queries[q] for q in query_ids]
+    pairs = list(zip(bm25.search(texts, 100), dense.search(texts, 100), strict=True))
+
+    def quality(weight: float) -> tuple[float, float]:
+        fused = [fuse(both, weights=(1 - weight, weight))[:100] for both in pairs]
+        return score_hits("", query_ids, fused, tuning.qrels)["ndcg@10"], -abs(weight - 0.5)
+
+    return max(HYBRID_WEIGHTS, key=quality)

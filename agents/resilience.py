@@ -81,13 +81,13 @@ class Limits:
         self._loop_semaphores: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Semaphore
         ] = weakref.WeakKeyDictionary()
-        self.gate: AbstractAsyncContextManager[Any] | None = None
-        """A Ray worker's cluster-wide slot (`graphs/ray_executor.py`): it caps and rate-limits
+        self.gate: Callable[[], AbstractAsyncContextManager[Any]] | None = None
+        """A Ray worker's cluster-wide slots (`graphs/ray_executor.py`): they cap and rate-limit
         the async requests of all workers at once, in place of this process's cap."""
 
     def async_slot(self) -> AbstractAsyncContextManager[Any]:
         """What an async request holds while it runs: the cluster's gate, else the loop's cap."""
-        return self.gate or self.async_semaphore()
+        return self.gate() if self.gate else self.async_semaphore()
 
     def async_semaphore(self) -> asyncio.Semaphore:
         """The cap of the running event loop."""

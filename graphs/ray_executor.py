@@ -22,8 +22,8 @@ outputs, rejects and the manifest). Then:
 
 Requests: every worker takes its slots from one gate, a Ray actor, so at most
 SYNTHGRAPH_MAX_CONCURRENCY requests are in flight and SYNTHGRAPH_REQUESTS_PER_MINUTE start
-per minute in the whole cluster (`Limits.gate`). Slots a killed worker held stay taken
-until the run ends.
+per minute in the whole cluster (`Limits.gate`). A slot is leased for the request timeout
+plus 10 s, so the slots of a killed worker come back when their leases end.
 
 Checkpoints: workers on other machines cannot share the run's SQLite. With
 SYNTHGRAPH_CHECKPOINT_URL set they checkpoint in Postgres, so a resumed input goes on from
@@ -39,10 +39,12 @@ one, and blocks still running then are merged (and their spend counted) by a res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
 import pickle
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -110,32 +112,48 @@ class BlockRun:
 
 
 class _Gate:
-    """The cluster's request slots (a Ray actor): at most `size` in flight, `per_minute` a minute."""
+    """The cluster's request slots (a Ray actor): at most `size` in flight, `per_minute` a
+    minute. A slot is a lease of `lease` seconds, longer than any request may take, so the
+    slots of a worker killed mid-request come back when their leases end."""
 
-    def __init__(self, size: int, per_minute: float | None) -> None:
-        self.slots = asyncio.Semaphore(size)
+    def __init__(self, size: int, per_minute: float | None, lease: float) -> None:
+        self.size, self.lease = size, lease
         self.rate = RateLimiter(per_minute) if per_minute else None
+        self.held: dict[str, float] = {}  # ticket → when its lease ends
+        self.freed = asyncio.Condition()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> str:
         if self.rate:
             await self.rate.aacquire()
-        await self.slots.acquire()
+        async with self.freed:
+            while len(self.held) >= self.size:
+                now = time.monotonic()
+                self.held = {ticket: end for ticket, end in self.held.items() if end > now}
+                if len(self.held) < self.size:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.freed.wait(), min(self.held.values()) - now)
+            ticket = uuid4().hex
+            self.held[ticket] = time.monotonic() + self.lease
+            return ticket
 
-    async def release(self) -> None:
-        self.slots.release()
+    async def release(self, ticket: str) -> None:
+        async with self.freed:
+            self.held.pop(ticket, None)
+            self.freed.notify()
 
 
 class _GateSlot:
-    """One request's slot at the gate, for `async with` (`Limits.gate`)."""
+    """One request's slot at the gate, for `async with` (`Limits.gate` makes one per request)."""
 
     def __init__(self, gate: Any) -> None:
-        self.gate = gate
+        self.gate, self.ticket = gate, ""
 
     async def __aenter__(self) -> None:
-        await self.gate.acquire.remote()
+        self.ticket = await self.gate.acquire.remote()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.gate.release.remote()
+        await self.gate.release.remote(self.ticket)
 
 
 class BlockWorker:
@@ -149,7 +167,7 @@ class BlockWorker:
         import ray
 
         settings = get_settings()
-        get_limits(settings).gate = _GateSlot(gate)
+        get_limits(settings).gate = lambda: _GateSlot(gate)
         self.run = BlockRun(Path(root), run_id, graph)
         self.aprocess = remote.build(self.run, *remote.args)
         self.folder = Path(folder)
@@ -286,7 +304,7 @@ def run_on_ray(
     gate = (
         ray.remote(num_cpus=0)(_Gate)
         .options(name=f"synthgraph-gate-{run.id}-{uuid4().hex[:8]}")  # this attempt's
-        .remote(get_limits(settings).size, settings.requests_per_minute)
+        .remote(get_limits(settings).size, settings.requests_per_minute, settings.timeout + 10)
     )
     worker = {"root": str(run.root), "run_id": run.id, "graph": run.graph, "folder": str(folder)}
     # The whole pool before the first block: else the first actor up takes every block.

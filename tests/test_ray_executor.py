@@ -4,6 +4,7 @@ with every input exactly once; the merge of committed blocks, alone."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -27,7 +28,7 @@ from fault_server import FaultyServer
 from synthgraph.graphs.batch import executor_for, run_batch
 from synthgraph.graphs.personas.graph import PersonasContext
 from synthgraph.graphs.personas.job import personas_job
-from synthgraph.graphs.ray_executor import BLOCKS, RemoteJob, block_id
+from synthgraph.graphs.ray_executor import BLOCKS, RemoteJob, _Gate, block_id
 from synthgraph.tools.io import read_jsonl
 from synthgraph.tools.runs import Run
 from synthgraph.tools.settings import get_settings
@@ -165,6 +166,23 @@ def test_ray_runs_jobs_that_a_worker_can_rebuild() -> None:
     assert executor_for(Ledger(executor="ray", batch=True), settings, has_async=True) == "thread"
 
 
+def test_the_gate_caps_slots_and_takes_back_a_dead_holders_slot_when_its_lease_ends() -> None:
+    async def scenario() -> None:
+        gate = _Gate(size=2, per_minute=None, lease=0.3)
+        first, second = await gate.acquire(), await gate.acquire()
+        waiting = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0)
+        assert not waiting.done(), "both slots are taken"
+        await gate.release(first)
+        third = await asyncio.wait_for(waiting, 10)
+        assert set(gate.held) == {second, third}
+        # `second` and `third` are never released (their worker was killed): the leases end.
+        fourth = await asyncio.wait_for(gate.acquire(), 10)
+        assert fourth in gate.held and second not in gate.held
+
+    asyncio.run(scenario())
+
+
 def _never(*_: Any) -> Any:
     raise AssertionError("no block is left to run")
 
@@ -281,4 +299,58 @@ def test_a_driver_killed_mid_run_resumes_every_input_exactly_once(
     assert set(per_input) == inputs and set(per_input.values()) == {2}, "each input's tree once"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["counts"]["generated"] == 60 and manifest["status"] == "done"
+    assert not _files(run_dir / BLOCKS)
+
+
+def _block_workers() -> list[int]:
+    """Pids of the Ray Data actors that run blocks (Ray titles them after `BlockWorker`)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if b"BlockWorker" in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.cluster
+def test_a_worker_killed_mid_run_leaves_every_input_exactly_once_after_resume(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _on_cluster(monkeypatch, cluster, concurrency=16)
+    # A request's slot is leased for the timeout + 10 s: the killed worker's come back soon.
+    monkeypatch.setenv("SYNTHGRAPH_TIMEOUT", "5")
+    count = 2000
+    texts = _texts(tmp_path / "texts", count)
+    run_dir = tmp_path / "run"
+    generated = run_dir / "generated.jsonl"
+    args = [sys.executable, "-m", "synthgraph.graphs.cli", "personas", str(texts), "--out",
+            str(run_dir), "--expand-rounds", "0", "--dedup", "none", "--executor", "ray"]  # fmt: skip
+    for _ in serve(CountingServer(hold=0.02), monkeypatch):
+        driver = subprocess.Popen(
+            args, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            if generated.exists() and len(generated.read_bytes().splitlines()) >= 200:
+                break
+            time.sleep(0.1)
+        workers = _block_workers()
+        assert driver.poll() is None and workers, driver.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = driver.communicate(timeout=900)
+        # Ray restarts the actor and runs its block again, or the driver fails: resume.
+        resumed = subprocess.run(
+            [*args, "--resume", str(run_dir)], env=dict(os.environ), capture_output=True,
+            timeout=900,
+        )  # fmt: skip
+        assert resumed.returncode == 0, (stderr + resumed.stderr).decode()[-3000:]
+
+    inputs = {r["id"] for r in read_jsonl(run_dir / "input_ids.jsonl")}
+    assert len(inputs) == count
+    records = list(read_jsonl(generated))
+    assert max(Counter(r["id"] for r in records).values()) == 1, "no record written twice"
+    per_input = Counter(r["input_id"] for r in records)
+    assert set(per_input) == inputs and set(per_input.values()) == {1}, "each input once"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["counts"]["generated"] == count and manifest["status"] == "done"
     assert not _files(run_dir / BLOCKS)

@@ -8,7 +8,7 @@ the bi-encoder on unfiltered and on filtered pairs (guarded hard negatives; up t
 `--epochs` epochs, early-stopped on held-out pairs), train a cross-encoder reranker, and
 evaluate on dev (and on test with --test). Every stage is resumable: run it again and it
 continues where it stopped. The run ends with one table per collection: BM25, base MiniLM,
-the fine-tuned models and the hybrids (BM25 + dense, reciprocal rank fusion), BM25, base,
+the fine-tuned models and the hybrids (BM25 + dense, a dev-tuned mix of scores), BM25, base,
 filtered fine-tuned and its hybrid also reranked once a reranker is trained; then the
 minutes per stage.
 
@@ -87,7 +87,7 @@ def working_corpus(data: Path, generation: Path, out: Path, size: int, seed: int
 FINE_TUNED = "MiniLM fine-tuned, filtered"
 # The first stages the reranker reorders: one per kind of system, so the table shows each
 # with and without it while the cross-encoder runs on four lists, not on every one.
-RERANKED = ("BM25", "MiniLM (base)", FINE_TUNED, f"BM25 + {FINE_TUNED} (RRF)")
+RERANKED = ("BM25", "MiniLM (base)", FINE_TUNED, f"BM25 + {FINE_TUNED} (hybrid)")
 Results = dict[str, list[dict[str, object]]]
 
 

@@ -396,7 +396,7 @@ def test_rerank_reorders_only_the_head_of_each_query() -> None:
 
 def test_eval_job_scores_bm25_and_the_base_model() -> None:
     rows = eval_job(BEIR, split="test")
-    assert [r["system"] for r in rows] == ["BM25", "MiniLM (base)", "BM25 + MiniLM (base) (RRF)"]
+    assert [r["system"] for r in rows] == ["BM25", "MiniLM (base)", "BM25 + MiniLM (base) (hybrid)"]
     assert all(r["queries"] == 3 and 0 < r["ndcg@10"] <= 1 for r in rows)
 
 
@@ -407,7 +407,7 @@ def test_cli_eval_and_clear_errors(tmp_path: Path) -> None:
     assert [r["system"] for r in json.loads(result.stdout)] == [
         "BM25",
         "MiniLM (base)",
-        "BM25 + MiniLM (base) (RRF)",
+        "BM25 + MiniLM (base) (hybrid)",
     ]
     missing = runner.invoke(app, ["retrieval", "eval", str(tmp_path)])
     assert missing.exit_code == 2 and "no corpus.jsonl" in " ".join(missing.output.split())

@@ -1,4 +1,4 @@
-"""Hybrid retrieval (BM25 + dense by reciprocal rank fusion) and the overlap profile of queries."""
+"""Hybrid retrieval (BM25 + dense, a dev-tuned mix of scores) and the overlap profile of queries."""
 
 from __future__ import annotations
 
@@ -15,31 +15,26 @@ from synthgraph.graphs.retrieval.job import PAIRS, eval_job, filter_job
 from synthgraph.tools.io import write_records
 from synthgraph.tools.retrieval_data import BeirSet
 from synthgraph.tools.retrieval_filters import overlap_profile, word_overlaps
-from synthgraph.tools.retrieval_index import fuse
+from synthgraph.tools.retrieval_index import mix
 from synthgraph.tools.retrieval_training import Reranker
 from synthgraph.tools.runs import Run
 
 BEIR = Path(__file__).parent / "retrieval_beir"
-HYBRID = "BM25 + MiniLM (base) (RRF)"
+HYBRID = "BM25 + MiniLM (base) (hybrid)"
 
 
-def test_rrf_rewards_agreement_and_breaks_ties_by_id() -> None:
-    bm25 = [("x", 9.0), ("y", 5.0)]
-    dense = [("z", 0.9), ("y", 0.8)]
-    fused = fuse([bm25, dense], k=60)
-    # y is second in both (2/62) and beats x and z, each first in one list only (1/61).
-    assert [doc for doc, _ in fused] == ["y", "x", "z"]
-    assert fused[0][1] == pytest.approx(2 / 62) and fused[1][1] == pytest.approx(1 / 61)
-    # Equal scores keep the same order whichever list comes first.
-    assert [doc for doc, _ in fuse([dense, bm25])] == ["y", "x", "z"]
-    assert fuse([]) == []
-
-
-def test_weighted_rrf_lets_the_heavier_list_lead() -> None:
-    bm25 = [("x", 9.0), ("y", 5.0)]
-    dense = [("y", 0.9), ("x", 0.8)]
-    assert [doc for doc, _ in fuse([bm25, dense], weights=(0.3, 0.7))] == ["y", "x"]
-    assert [doc for doc, _ in fuse([bm25, dense], weights=(0.7, 0.3))] == ["x", "y"]
+def test_the_mix_scales_each_list_then_weighs_them() -> None:
+    bm25 = [("x", 9.0), ("y", 5.0), ("w", 1.0)]  # scaled: x 1, y 0.5, w 0
+    dense = [("y", 0.9), ("z", 0.8), ("x", 0.4)]  # scaled: y 1, z 0.8, x 0
+    mixed = mix([bm25, dense], (0.5, 0.5))
+    # y is good in both (0.25 + 0.5) and beats x and z, each good in one list only.
+    assert [doc for doc, _ in mixed] == ["y", "x", "z", "w"]
+    assert mixed[0][1] == pytest.approx(0.75) and mixed[1][1] == pytest.approx(0.5)
+    # The heavier list leads; equal scores keep the same order whichever list comes first.
+    assert [doc for doc, _ in mix([bm25, dense], (0.1, 0.9))][:2] == ["y", "z"]
+    assert mix([[("a", 1.0)], [("b", 2.0)]], (0.5, 0.5)) == [("a", 0.5), ("b", 0.5)]
+    assert mix([[("b", 2.0)], [("a", 1.0)]], (0.5, 0.5)) == [("a", 0.5), ("b", 0.5)]
+    assert mix([[], []], (0.5, 0.5)) == []
 
 
 class FixedIndex:
@@ -67,8 +62,8 @@ def test_hybrid_rows_carry_their_dense_weight() -> None:
     tuned = eval_job(BEIR, split="test")  # the folder has dev qrels to tune on
     assert tuned[2]["system"] == HYBRID and tuned[2]["dense_weight"] in job.HYBRID_WEIGHTS
     assert "dense_weight" not in tuned[0] and "dense_weight" not in tuned[1]
-    plain = eval_job(BEIR, split="test", tune_split=None)
-    assert plain[2]["dense_weight"] == 0.5
+    even = eval_job(BEIR, split="test", tune_split=None)
+    assert even[2]["dense_weight"] == 0.5
 
 
 class WordOverlapReranker(Reranker):

@@ -1,7 +1,7 @@
 """Search over a corpus: BM25 (`bm25s`) and dense MiniLM, with one `search` shape.
 
-Both return, per query, `(doc_id, score)` pairs best first; `fuse` merges the
-lists of several retrievers into one (reciprocal rank fusion). Dense document
+Both return, per query, `(doc_id, score)` pairs best first; `mix` merges the
+lists of several retrievers into one (a weighted sum of their normalised scores). Dense document
 vectors can be cached per model and per text, so a benchmark encodes each
 document once per model, not once per stage (nor again when the corpus grows).
 """
@@ -32,17 +32,23 @@ def content_words(texts: Sequence[str]) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
-def fuse(rankings: Sequence[Hits], k: int = 60, weights: Sequence[float] | None = None) -> Hits:
-    """Reciprocal rank fusion of one query's result lists: score = sum of weight / (k + rank).
+def mix(rankings: Sequence[Hits], weights: Sequence[float]) -> Hits:
+    """One query's result lists merged by a convex combination of their scores, each list's
+    scaled to [0, 1] (its best 1, its worst 0): score = sum of weight * scaled score.
 
-    Ranks start at 1; a document missing from a list adds nothing for it. Weights default to
-    1 each (plain RRF). Equal scores are ordered by document id, so the fused list is
-    deterministic.
+    BM25 and cosine scores live on different scales, so each list is scaled on its own; a
+    document missing from a list adds nothing for it. Equal scores are ordered by document
+    id, so the merged list is deterministic.
     """
     scores: dict[str, float] = {}
-    for hits, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
-        for rank, (doc, _) in enumerate(hits, start=1):
-            scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
+    for hits, weight in zip(rankings, weights, strict=True):
+        if not hits:
+            continue
+        values = [score for _, score in hits]
+        low, span = min(values), max(values) - min(values)
+        for doc, score in hits:  # a list of equal scores: all of them its best
+            scaled = (score - low) / span if span else 1.0
+            scores[doc] = scores.get(doc, 0.0) + weight * scaled
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 

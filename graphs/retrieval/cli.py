@@ -273,7 +273,7 @@ def eval_command(
     ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
 ) -> None:
-    """Score BM25, base and fine-tuned MiniLM, their RRF hybrids and reranking on a BEIR folder."""
+    """Score BM25, base and fine-tuned MiniLM, their hybrids and reranking on a BEIR folder."""
     models: dict[str, Path | None] = {"MiniLM (base)": None}
     if model is not None:
         models[f"MiniLM fine-tuned ({model.name})"] = model
@@ -297,6 +297,6 @@ def eval_command(
 
 
 def _system(row: dict[str, Any]) -> str:
-    """A row's system, with the hybrid's dense weight when it was tuned away from plain RRF."""
-    weight = row.get("dense_weight", 0.5)
-    return row["system"] if weight == 0.5 else f"{row['system']}, dense weight {weight}"
+    """A row's system, with the hybrid's dense weight."""
+    weight = row.get("dense_weight")
+    return row["system"] if weight is None else f"{row['system']}, dense weight {weight}"

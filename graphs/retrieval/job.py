@@ -10,8 +10,8 @@
 - `train_job`: fresh BM25 + dense hard negatives guarded against false negatives,
   then the MiniLM bi-encoder (MultipleNegativesRankingLoss) for several epochs,
   early-stopped on held-out pairs, optionally a cross-encoder reranker, on CPU.
-- `eval_job`: nDCG@10, Recall@100, MRR@10 on a BEIR folder (BM25, dense, their
-  reciprocal-rank fusion, each optionally reranked).
+- `eval_job`: nDCG@10, Recall@100, MRR@10 on a BEIR folder (BM25, dense, and
+  a dev-tuned mix of their scores, each optionally reranked).
 
 The filters, negatives, training and metrics are services in `tools/retrieval_*.py`.
 """
@@ -59,7 +59,7 @@ from synthgraph.tools.retrieval_filters import (
     useful_filter,
     word_overlaps,
 )
-from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex, Hits, fuse
+from synthgraph.tools.retrieval_index import Bm25Index, DenseIndex, Hits, mix
 from synthgraph.tools.retrieval_metrics import score_hits
 from synthgraph.tools.retrieval_training import (
     Reranker,
@@ -505,8 +505,8 @@ def train_job(
 
 
 # --- eval -----------------------------------------------------------------------
-HYBRID_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-"""The dense list's share of the fusion tried when tuning (0.5 is plain RRF)."""
+HYBRID_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""The dense list's weights in the hybrid tried when tuning (1 minus it is BM25's)."""
 
 
 def eval_job(
@@ -521,12 +521,12 @@ def eval_job(
     tune_split: str | None = "dev",
 ) -> list[dict[str, Any]]:
     """nDCG@10, Recall@100 and MRR@10 per system: BM25, each bi-encoder, the hybrid of
-    BM25 and each bi-encoder (`BM25 + <name> (RRF)`), and each + reranker.
+    BM25 and each bi-encoder (`BM25 + <name> (hybrid)`), and each + reranker.
 
     `models` maps a name to a sentence-transformers folder (None: the base
-    MiniLM). The hybrid fuses the top 100 of both by weighted reciprocal rank; the dense
+    MiniLM). The hybrid mixes the scaled scores of the top 100 of both (`mix`); the dense
     list's weight (`dense_weight` in the row) is the one of `HYBRID_WEIGHTS` that scores best
-    on `tune_split`'s queries, when the folder has that split, else 0.5 (plain RRF). The
+    on `tune_split`'s queries, when the folder has that split, else 0.5. The
     reranker reorders the top `rerank_depth` of each first stage named in `rerank` (default:
     all). Returns one row per system.
     """
@@ -552,10 +552,10 @@ def eval_job(
         first_stages[name] = index.search(texts, 100)
         if bm25_index is not None:
             weight = _tuned_weight(bm25_index, index, tuning) if tuning else 0.5
-            hybrid = f"BM25 + {name} (RRF)"
+            hybrid = f"BM25 + {name} (hybrid)"
             weights[hybrid] = weights[f"{hybrid} + reranker"] = weight
             first_stages[hybrid] = [
-                fuse(both, weights=(1 - weight, weight))[:100]
+                mix(both, (1 - weight, weight))[:100]
                 for both in zip(first_stages["BM25"], first_stages[name], strict=True)
             ]
     rows = [score_hits(name, query_ids, hits, data.qrels) for name, hits in first_stages.items()]
@@ -582,13 +582,13 @@ def _tuning_queries(beir_dir: Path, split: str | None) -> BeirSet | None:
 
 def _tuned_weight(bm25: Bm25Index, dense: DenseIndex, tuning: BeirSet) -> float:
     """The dense weight of `HYBRID_WEIGHTS` with the best nDCG@10 on the tuning queries
-    (ties go to the one nearest plain RRF)."""
+    (ties go to the one nearest an even mix)."""
     query_ids = list(tuning.queries)
     texts = [tuning.queries[q] for q in query_ids]
     pairs = list(zip(bm25.search(texts, 100), dense.search(texts, 100), strict=True))
 
     def quality(weight: float) -> tuple[float, float]:
-        fused = [fuse(both, weights=(1 - weight, weight))[:100] for both in pairs]
+        fused = [mix(both, (1 - weight, weight))[:100] for both in pairs]
         return score_hits("", query_ids, fused, tuning.qrels)["ndcg@10"], -abs(weight - 0.5)
 
     return max(HYBRID_WEIGHTS, key=quality)

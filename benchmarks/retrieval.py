@@ -178,9 +178,15 @@ def run_collection(
     models = out / "models"
     # Stages may run in separate invocations; keep the timings of earlier ones.
     earlier = out / "results.json"
-    timings: dict[str, float] = (
-        json.loads(earlier.read_text()).get("timings", {}) if earlier.exists() else {}
-    )
+    saved = json.loads(earlier.read_text()) if earlier.exists() else {}
+    timings: dict[str, float] = saved.get("timings", {})
+    results: Results = saved.get("results", {})  # splits evaluated before stay on file
+    evaluated: list[str] = []
+
+    def save() -> None:
+        """Written after every stage, so a stage's minutes survive a later crash."""
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        write_json({"results": results, "timings": timings, "args": vars(args)}, earlier)
 
     if "generate" in stages:
         started = time.monotonic()
@@ -204,6 +210,7 @@ def run_collection(
             show_progress=False,
         )
         timings["generate"] = time.monotonic() - started
+        save()
         print(
             f"generate: {summary.pairs} pairs, {summary.rejects} rejects, stopped early: {summary.stopped_early}"
         )
@@ -229,6 +236,7 @@ def run_collection(
                     f"  {report['name']}: {report['before']} → {report['kept']} ({report['note']})"
                 )
         timings["filter"] = time.monotonic() - started
+        save()
 
     if "train" in stages:
         started = time.monotonic()
@@ -249,8 +257,8 @@ def run_collection(
         report = train_cross_encoder(load_triples(out / "filtered" / TRIPLES), models / "reranker")
         print(f"train reranker: {report}")
         timings["train"] = time.monotonic() - started
+        save()
 
-    results: Results = {}
     if "eval" in stages:
         # Models not trained yet are left out, so BM25, base and their hybrid can be
         # evaluated before (or without) the generation.
@@ -266,10 +274,10 @@ def run_collection(
                 rerank=list(RERANKED),
             )  # fmt: skip
             timings[f"eval_{split}"] = time.monotonic() - started
-        timings["total"] = sum(v for k, v in timings.items() if k != "total")
-        write_json({"results": results, "timings": timings, "args": vars(args)}, earlier)
+            evaluated.append(split)
+            save()
     print(json.dumps({"timings": {k: round(v, 1) for k, v in timings.items()}}))
-    return results, timings
+    return {split: results[split] for split in evaluated}, timings
 
 
 def trained(model: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,25 +38,14 @@ def test_the_mix_scales_each_list_then_weighs_them() -> None:
     assert mix([[], []], (0.5, 0.5)) == []
 
 
-class FixedIndex:
-    """A first stage that returns the same list for every query."""
-
-    def __init__(self, hits: list[tuple[str, float]]) -> None:
-        self.hits = hits
-
-    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
-        return [self.hits[:k] for _ in queries]
-
-
 def test_the_hybrid_weight_is_tuned_toward_the_list_that_ranks_the_answers_first() -> None:
     tuning = BeirSet(corpus={}, queries={"q": "query"}, qrels={"q": {"answer": 1}})
-    wrong_first = FixedIndex([("a", 3.0), ("b", 2.0), ("answer", 1.0)])
-    right_first = FixedIndex([("answer", 3.0), ("c", 2.0), ("a", 1.0)])
-    weight = job._tuned_weight(wrong_first, right_first, tuning)  # type: ignore[arg-type]
-    assert weight > 0.5
-    assert job._tuned_weight(right_first, wrong_first, tuning) < 0.5  # type: ignore[arg-type]
-    # Nothing to choose between: plain RRF.
-    assert job._tuned_weight(right_first, right_first, tuning) == 0.5  # type: ignore[arg-type]
+    wrong_first = [[("a", 3.0), ("b", 2.0), ("answer", 1.0)]]
+    right_first = [[("answer", 3.0), ("c", 2.0), ("a", 1.0)]]
+    assert job._tuned_weight(wrong_first, right_first, tuning) > 0.5
+    assert job._tuned_weight(right_first, wrong_first, tuning) < 0.5
+    # Nothing to choose between: an even mix.
+    assert job._tuned_weight(right_first, right_first, tuning) == 0.5
 
 
 def test_hybrid_rows_carry_their_dense_weight() -> None:
@@ -64,6 +54,14 @@ def test_hybrid_rows_carry_their_dense_weight() -> None:
     assert "dense_weight" not in tuned[0] and "dense_weight" not in tuned[1]
     even = eval_job(BEIR, split="test", tune_split=None)
     assert even[2]["dense_weight"] == 0.5
+
+
+def test_tuning_on_the_scored_split_reuses_its_lists_with_the_same_result(tmp_path: Path) -> None:
+    folder = tmp_path / "beir"
+    shutil.copytree(BEIR, folder)
+    shutil.copy(folder / "qrels" / "dev.tsv", folder / "qrels" / "tune.tsv")
+    # The same queries under another split name are searched again; the rows must agree.
+    assert eval_job(folder, split="dev") == eval_job(folder, split="dev", tune_split="tune")
 
 
 class WordOverlapReranker(Reranker):

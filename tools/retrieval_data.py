@@ -103,13 +103,17 @@ def shorten(text: str, max_chars: int) -> str:
     return clip(" ".join(text.split()), max_chars)
 
 
-def load_beir(folder: Path, split: str | None = None) -> BeirSet:
-    """A BEIR folder; with `split`, only the queries judged in `qrels/<split>.tsv`."""
+def load_beir(
+    folder: Path, split: str | None = None, corpus: dict[str, str] | None = None
+) -> BeirSet:
+    """A BEIR folder; with `split`, only the queries judged in `qrels/<split>.tsv`.
+    `corpus`, when given, is the folder's corpus already loaded (it is not read again)."""
     folder = Path(folder)
     corpus_path = folder / "corpus.jsonl"
     if not corpus_path.is_file():
         raise InputError(f"{folder}: no corpus.jsonl (expected a BEIR folder)")
-    corpus = load_corpus(corpus_path)
+    if corpus is None:
+        corpus = load_corpus(corpus_path)
     queries: dict[str, str] = {}
     queries_path = folder / "queries.jsonl"
     if queries_path.is_file():

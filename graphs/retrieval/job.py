@@ -538,7 +538,9 @@ def eval_job(
     data = load_beir(beir_dir, split)
     if not data.queries:
         raise InputError(f"{beir_dir}: no judged queries in qrels/{split}.tsv")
-    tuning = _tuning_queries(beir_dir, tune_split) if bm25 else None
+    tuning = None
+    if bm25 and tune_split is not None:
+        tuning = data if tune_split == split else _tuning_queries(beir_dir, tune_split, data)
     query_ids = list(data.queries)
     texts = [data.queries[q] for q in query_ids]
     first_stages: dict[str, list[Hits]] = {}
@@ -551,7 +553,14 @@ def eval_job(
         index = DenseIndex(data.corpus, get_embeddings(path), cache_dir=vectors_cache())
         first_stages[name] = index.search(texts, 100)
         if bm25_index is not None:
-            weight = _tuned_weight(bm25_index, index, tuning) if tuning else 0.5
+            weight = 0.5
+            if tuning is data:  # tuned on the split being scored: reuse its lists
+                weight = _tuned_weight(first_stages["BM25"], first_stages[name], data)
+            elif tuning is not None:
+                tuning_texts = list(tuning.queries.values())
+                weight = _tuned_weight(
+                    bm25_index.search(tuning_texts, 100), index.search(tuning_texts, 100), tuning
+                )
             hybrid = f"BM25 + {name} (hybrid)"
             weights[hybrid] = weights[f"{hybrid} + reranker"] = weight
             first_stages[hybrid] = [
@@ -572,20 +581,20 @@ def eval_job(
     return rows
 
 
-def _tuning_queries(beir_dir: Path, split: str | None) -> BeirSet | None:
-    """The judged queries of `split`, to tune the hybrid on; None without that split."""
-    if split is None or not (Path(beir_dir) / "qrels" / f"{split}.tsv").is_file():
+def _tuning_queries(beir_dir: Path, split: str, scored: BeirSet) -> BeirSet | None:
+    """The judged queries of `split`, to tune the hybrid on (the corpus is `scored`'s);
+    None without that split."""
+    if not (Path(beir_dir) / "qrels" / f"{split}.tsv").is_file():
         return None
-    data = load_beir(beir_dir, split)
+    data = load_beir(beir_dir, split, corpus=scored.corpus)
     return data if data.queries else None
 
 
-def _tuned_weight(bm25: Bm25Index, dense: DenseIndex, tuning: BeirSet) -> float:
-    """The dense weight of `HYBRID_WEIGHTS` with the best nDCG@10 on the tuning queries
-    (ties go to the one nearest an even mix)."""
+def _tuned_weight(bm25: list[Hits], dense: list[Hits], tuning: BeirSet) -> float:
+    """The dense weight of `HYBRID_WEIGHTS` with the best nDCG@10 on the tuning queries,
+    given both lists for each of them in order (ties go to the one nearest an even mix)."""
     query_ids = list(tuning.queries)
-    texts = [tuning.queries[q] for q in query_ids]
-    pairs = list(zip(bm25.search(texts, 100), dense.search(texts, 100), strict=True))
+    pairs = list(zip(bm25, dense, strict=True))
 
     def quality(weight: float) -> tuple[float, float]:
         fused = [mix(both, (1 - weight, weight))[:100] for both in pairs]

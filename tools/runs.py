@@ -223,6 +223,9 @@ class Run:
     def import_rejects(self, rejections: Iterable[Mapping[str, Any]]) -> None:
         """A graph's rejects (parts of an input that failed while the rest was kept), each once:
         a resumed input's graph reports its earlier failures again."""
+        rejections = list(rejections)
+        if not rejections:  # the usual case: no need to read the rejects file per input
+            return
         already = self.rejected_ids()
         for reject in rejections:
             if str(reject["id"]) not in already:

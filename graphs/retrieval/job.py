@@ -538,35 +538,37 @@ def eval_job(
     data = load_beir(beir_dir, split)
     if not data.queries:
         raise InputError(f"{beir_dir}: no judged queries in qrels/{split}.tsv")
-    tuning = None
-    if bm25 and tune_split is not None:
-        tuning = data if tune_split == split else _tuning_queries(beir_dir, tune_split, data)
     query_ids = list(data.queries)
     texts = [data.queries[q] for q in query_ids]
     first_stages: dict[str, list[Hits]] = {}
     weights: dict[str, float] = {}
     bm25_index = Bm25Index(data.corpus) if bm25 else None
+    tuning: BeirSet | None = None
+    tuning_texts: list[str] = []
+    tuning_bm25: list[Hits] = []
     if bm25_index is not None:
         first_stages["BM25"] = bm25_index.search(texts, 100)
+        if tune_split is not None:
+            tuning = data if tune_split == split else _tuning_queries(beir_dir, tune_split, data)
+        # Tuned on the split being scored, the hybrid reuses its lists rather than search again.
+        if tuning is data:
+            tuning_bm25 = first_stages["BM25"]
+        elif tuning is not None:
+            tuning_texts = list(tuning.queries.values())
+            tuning_bm25 = bm25_index.search(tuning_texts, 100)
     dense = models or {"MiniLM (base)": None}
     for name, path in dense.items():
         index = DenseIndex(data.corpus, get_embeddings(path), cache_dir=vectors_cache())
         first_stages[name] = index.search(texts, 100)
-        if bm25_index is not None:
-            weight = 0.5
-            if tuning is data:  # tuned on the split being scored: reuse its lists
-                weight = _tuned_weight(first_stages["BM25"], first_stages[name], data)
-            elif tuning is not None:
-                tuning_texts = list(tuning.queries.values())
-                weight = _tuned_weight(
-                    bm25_index.search(tuning_texts, 100), index.search(tuning_texts, 100), tuning
-                )
-            hybrid = f"BM25 + {name} (hybrid)"
-            weights[hybrid] = weights[f"{hybrid} + reranker"] = weight
-            first_stages[hybrid] = [
-                mix(both, (1 - weight, weight))[:100]
-                for both in zip(first_stages["BM25"], first_stages[name], strict=True)
-            ]
+        if bm25_index is None:
+            continue
+        weight = 0.5
+        if tuning is not None:
+            tuning_dense = first_stages[name] if tuning is data else index.search(tuning_texts, 100)
+            weight = _tuned_weight(tuning_bm25, tuning_dense, tuning)
+        hybrid = f"BM25 + {name} (hybrid)"
+        weights[hybrid] = weights[f"{hybrid} + reranker"] = weight
+        first_stages[hybrid] = _hybrid(first_stages["BM25"], first_stages[name], weight)
     rows = [score_hits(name, query_ids, hits, data.qrels) for name, hits in first_stages.items()]
     if reranker is not None:
         model = Reranker(reranker)
@@ -594,10 +596,14 @@ def _tuned_weight(bm25: list[Hits], dense: list[Hits], tuning: BeirSet) -> float
     """The dense weight of `HYBRID_WEIGHTS` with the best nDCG@10 on the tuning queries,
     given both lists for each of them in order (ties go to the one nearest an even mix)."""
     query_ids = list(tuning.queries)
-    pairs = list(zip(bm25, dense, strict=True))
 
     def quality(weight: float) -> tuple[float, float]:
-        fused = [mix(both, (1 - weight, weight))[:100] for both in pairs]
+        fused = _hybrid(bm25, dense, weight)
         return score_hits("", query_ids, fused, tuning.qrels)["ndcg@10"], -abs(weight - 0.5)
 
     return max(HYBRID_WEIGHTS, key=quality)
+
+
+def _hybrid(bm25: list[Hits], dense: list[Hits], weight: float) -> list[Hits]:
+    """Each query's BM25 and dense lists mixed, the dense one weighted `weight`; top 100."""
+    return [mix(both, (1 - weight, weight))[:100] for both in zip(bm25, dense, strict=True)]

@@ -102,14 +102,14 @@ def get_chat_model(
         "max_tokens": max_tokens or settings.max_tokens,  # sent as max_completion_tokens
         **kwargs,
     }
-    chat = _chat_model(
+    endpoint = (
         model, base_url, api_key, settings.timeout, _cache_for(settings), batch,
         # Built on an event loop (async nodes): that loop's client, so its replies are checked too.
         None if batch else checked_async_http_client(),
     )  # fmt: skip
     if per_call.keys() <= _PER_CALL:
-        return chat.model_copy(update=per_call)
-    return ChatOpenAI(**_fields(chat), **per_call)
+        return _chat_model(*endpoint).model_copy(update=per_call)
+    return _build_chat_model(*endpoint, **per_call)
 
 
 _PER_CALL = frozenset(
@@ -119,8 +119,7 @@ _PER_CALL = frozenset(
 ChatOpenAI makes its OpenAI clients (about 2.5 ms of CPU), a third of a fast request's cost."""
 
 
-@lru_cache(maxsize=32)
-def _chat_model(
+def _build_chat_model(
     model: str,
     base_url: str,
     api_key: str,
@@ -128,8 +127,9 @@ def _chat_model(
     cache: ResponseCache | bool,
     batch: bool,
     async_client: Any,
+    **fields: Any,
 ) -> ChatOpenAI:
-    """One built model per endpoint, cache and event loop; `get_chat_model` copies it."""
+    """A model for one endpoint, cache and event loop, with any other `ChatOpenAI` fields."""
     return ChatOpenAI(
         model=model,
         base_url=base_url,
@@ -140,16 +140,13 @@ def _chat_model(
         # A garbage 200 is retried, not taken for a bad record; batch mode answers from batches.
         http_client=batch_http_client() if batch else checked_http_client(),
         http_async_client=async_client,
+        **fields,
     )
 
 
-def _fields(chat: ChatOpenAI) -> dict[str, Any]:
-    """What `_chat_model` built `chat` from, to build another with other fields."""
-    return {
-        "model": chat.model_name, "base_url": chat.openai_api_base, "cache": chat.cache,
-        "api_key": chat.openai_api_key, "timeout": chat.request_timeout, "max_retries": 0,
-        "http_client": chat.http_client, "http_async_client": chat.http_async_client,
-    }  # fmt: skip
+_chat_model = lru_cache(maxsize=32)(_build_chat_model)
+"""One built model per endpoint, cache and event loop (no other fields); `get_chat_model`
+copies it with the call's `_PER_CALL` fields."""
 
 
 def _cache_for(settings: Settings) -> ResponseCache | bool:

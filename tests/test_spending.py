@@ -307,3 +307,21 @@ def test_the_spend_is_on_disk_after_each_input_so_a_kill_cannot_hide_it(
     run_batch(run, ["a", "b", "c"], process, item_id=str, output="out.jsonl", show_progress=False)
     run.finish()
     assert seen_on_disk == [0, 1, 2]
+
+
+def test_chat_models_share_one_build_per_endpoint_and_other_fields_get_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYNTHGRAPH_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("SYNTHGRAPH_API_KEY", "sk-test-chat-model")
+    get_settings.cache_clear()
+    cold = get_chat_model("generator", temperature=0.1, max_tokens=16)
+    warm = get_chat_model("generator", temperature=0.9, seed=3)
+    # Per-call fields land on copies of one built model: its clients are shared.
+    assert (cold.temperature, cold.max_tokens, warm.temperature, warm.seed) == (0.1, 16, 0.9, 3)
+    assert cold.root_client is warm.root_client
+    # Any other field builds a model of its own for the same endpoint.
+    stopped = get_chat_model("generator", stop=["\n\n"])
+    assert stopped.stop == ["\n\n"] and stopped.root_client is not cold.root_client
+    assert stopped.openai_api_base == cold.openai_api_base == "http://127.0.0.1:9/v1"
+    assert stopped.max_retries == 0 and stopped.http_client is cold.http_client

@@ -88,3 +88,19 @@ def test_a_known_api_key_appears_in_no_log_line(
     assert len(lines) >= 4
     assert all(SECRET not in line for line in lines)  # ...and never shown
     assert any("**redacted**" in line for line in lines)
+
+
+def test_a_library_logging_debug_of_its_own_accord_stays_quiet_at_info(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    chatty = logging.getLogger("chatty-library")
+    chatty.setLevel(logging.DEBUG)  # as bm25s does on import
+    configure_logging(json_lines=True, level="INFO")
+    try:
+        chatty.debug("building an index")
+        chatty.warning("something is wrong")
+    finally:
+        logging.getLogger().handlers.clear()
+        chatty.setLevel(logging.NOTSET)
+    _, err = capfd.readouterr()
+    assert "building an index" not in err and "something is wrong" in err

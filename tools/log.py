@@ -151,6 +151,9 @@ def configure_logging(json_lines: bool | None = None, level: str = "INFO") -> No
             ],
         )
     )
+    # The handler filters too: a library that sets its own logger to DEBUG on import (bm25s
+    # does) would otherwise print its debug records past the root's level.
+    handler.setLevel(level.upper())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -538,18 +538,18 @@ def eval_job(
     data = load_beir(beir_dir, split)
     if not data.queries:
         raise InputError(f"{beir_dir}: no judged queries in qrels/{split}.tsv")
+    tuning: BeirSet | None = None  # read before any index is built: bad input fails at once
+    if bm25 and tune_split is not None:
+        tuning = data if tune_split == split else _tuning_queries(beir_dir, tune_split, data)
     query_ids = list(data.queries)
     texts = [data.queries[q] for q in query_ids]
     first_stages: dict[str, list[Hits]] = {}
     weights: dict[str, float] = {}
     bm25_index = Bm25Index(data.corpus) if bm25 else None
-    tuning: BeirSet | None = None
     tuning_texts: list[str] = []
     tuning_bm25: list[Hits] = []
     if bm25_index is not None:
         first_stages["BM25"] = bm25_index.search(texts, 100)
-        if tune_split is not None:
-            tuning = data if tune_split == split else _tuning_queries(beir_dir, tune_split, data)
         # Tuned on the split being scored, the hybrid reuses its lists rather than search again.
         if tuning is data:
             tuning_bm25 = first_stages["BM25"]
